@@ -1,0 +1,29 @@
+# `make demo` and `make test` work on a fresh machine: both create .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt torch torchvision
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+# Train the narrow SAMGAN demo on the offline PHANTOM data, then sample 16 PNGs and a grid.
+demo: $(STAMP)
+	$(BIN)/ganforge build examples/demo.toml --out runs/demo
+	$(BIN)/ganforge sample --weights runs/demo/generator_ema.safetensors -n 16 --seed 1 \
+		--out runs/demo/samples_png --grid runs/demo/samples_grid.png
+	@echo "demo: weights in runs/demo/, training grids in runs/demo/samples/, samples in runs/demo/samples_png/"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

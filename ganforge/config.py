@@ -1,0 +1,280 @@
+"""The experiment config: TOML file → pydantic model, with ``base`` inheritance and ``--set`` overrides.
+
+Validation has two stages. The schema below checks the shape of the file (known keys, types,
+resolutions). Then every component reference (``{name = "...", ...params}``) is checked against
+the pydantic model its component registered, so ``model.generator.attention.reduction = "x"`` is
+reported with file and dotted key before anything is built.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError, RegistryError
+from .registry import Registry
+
+
+def _ref_from_shorthand(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class ComponentRef(BaseModel):
+    """``{name = "component", ...parameters}``, or just ``"component"``."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+Ref = Annotated[ComponentRef, BeforeValidator(_ref_from_shorthand)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _power_of_two(value: int, low: int = 4, high: int = 1024) -> bool:
+    return low <= value <= high and value & (value - 1) == 0
+
+
+class NetworkConfig(Strict):
+    """What the generator and the discriminator share: widths, attention, weight norms."""
+
+    channels: dict[int, int] = Field(description="feature width per resolution, e.g. {4 = 512, 8 = 512}")
+    block: Ref = Field(description="block family that builds the layers")
+    attention: Ref | None = Field(None, description="attention component; none when absent")
+    attention_resolutions: list[int] = Field(default_factory=list, description="resolutions that get attention")
+    weight_norms: list[Ref] = Field(default_factory=list, description="applied to every conv, in order")
+
+    @field_validator("channels")
+    @classmethod
+    def _widths(cls, channels: dict[int, int]) -> dict[int, int]:
+        for res, width in channels.items():
+            if not _power_of_two(res):
+                raise ValueError(f"resolution {res} is not a power of two between 4 and 1024")
+            if width < 1:
+                raise ValueError(f"width {width} at resolution {res} must be positive")
+        return dict(sorted(channels.items()))
+
+
+class GeneratorConfig(NetworkConfig):
+    feature_norm: Ref | None = Field(None, description="feature normalization after each conv (pixel norm)")
+
+
+class DiscriminatorConfig(NetworkConfig):
+    pass
+
+
+class ModelConfig(Strict):
+    resolution: int = Field(description="output size, a power of two from 8 to 1024")
+    image_channels: Literal[1, 3] = Field(1, description="1 for grayscale, 3 for RGB")
+    latent_dim: int = Field(512, ge=1)
+    connection: Ref = Field(description="single_scale or multi_scale (MSG-GAN)")
+    generator: GeneratorConfig
+    discriminator: DiscriminatorConfig
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, value: int) -> int:
+        if not _power_of_two(value, 8, 1024):
+            raise ValueError(f"{value} is not a power of two between 8 and 1024")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> ModelConfig:
+        needed = self.resolutions
+        for side in ("generator", "discriminator"):
+            net: NetworkConfig = getattr(self, side)
+            missing = [r for r in needed if r not in net.channels]
+            if missing:
+                raise ValueError(f"{side}.channels has no width for resolution(s) {missing}")
+            stray = [r for r in net.attention_resolutions if r not in needed]
+            if stray:
+                raise ValueError(f"{side}.attention_resolutions {stray} are not in 4..{self.resolution}")
+        return self
+
+    @property
+    def resolutions(self) -> list[int]:
+        """4, 8, ..., resolution."""
+        return [2**k for k in range(2, self.resolution.bit_length())]
+
+
+class TrainConfig(Strict):
+    batch_size: int = Field(16, ge=1)
+    steps: int | None = Field(None, ge=0, description="total optimisation steps (wins over epochs)")
+    epochs: float = Field(1, gt=0, description="passes over the dataset when steps is not set")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="decay of the generator's moving average")
+    log_every: int = Field(10, ge=1)
+    sample_every: int = Field(500, ge=1)
+    checkpoint_every: int = Field(1000, ge=1)
+    grid_size: int = Field(16, ge=1, description="images in each sample grid")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class Config(Strict):
+    name: str = "experiment"
+    plugins: list[str] = Field(default_factory=list, description="extra plugin modules to import")
+    seed: int = 0
+    data: Ref
+    model: ModelConfig
+    loss: Ref
+    optim: Ref = Field(description="optimizer for G and D")
+    optim_d: Ref | None = Field(None, description="a different optimizer for D (default: optim)")
+    augment: list[Ref] = Field(default_factory=list)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def component_refs(self) -> Iterator[tuple[str, str, ComponentRef]]:
+        """(dotted key, kind, reference) of every component the config names."""
+        yield "data", "dataset", self.data
+        yield "model.connection", "connection", self.model.connection
+        for side, block_kind in (("generator", "generator_block"), ("discriminator", "discriminator_block")):
+            net: NetworkConfig = getattr(self.model, side)
+            yield f"model.{side}.block", block_kind, net.block
+            if net.attention is not None:
+                yield f"model.{side}.attention", "attention", net.attention
+            for i, ref in enumerate(net.weight_norms):
+                yield f"model.{side}.weight_norms.{i}", "weight_norm", ref
+        if self.model.generator.feature_norm is not None:
+            yield "model.generator.feature_norm", "feature_norm", self.model.generator.feature_norm
+        yield "loss", "loss", self.loss
+        yield "optim", "optimizer", self.optim
+        if self.optim_d is not None:
+            yield "optim_d", "optimizer", self.optim_d
+        for i, ref in enumerate(self.augment):
+            yield f"augment.{i}", "augment", ref
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (string keys, no ``None``) for TOML, JSON and safetensors metadata."""
+        return _stringify_keys(self.model_dump(exclude_none=True))
+
+
+def _stringify_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _stringify_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_stringify_keys(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a TOML file and merge it over its ``base`` (a path relative to the file)."""
+    if path in seen:
+        raise ConfigError(f"'base' chain loops back to {path}", file=str(path), key="base")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("config file not found", file=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", file=str(path)) from None
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError("must be a path to another TOML file", file=str(path), key="base")
+    return deep_merge(_read_toml((path.parent / base).resolve(), (*seen, path)), data)
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` wins; tables merge key by key, everything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"optim.lr=0.0002"`` → (["optim", "lr"], 0.0002). Values are TOML; bare words are strings."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=0.0002")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    data = dict(data)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if isinstance(child, str) and part != path[-1]:  # "attention" shorthand → table
+                child = {"name": child}
+            node[part] = dict(child) if isinstance(child, Mapping) else {}
+            node = node[part]
+        node[path[-1]] = value
+    return data
+
+
+def _format_validation_error(exc: ValidationError, file: str | None, prefix: str = "") -> ConfigError:
+    err = exc.errors()[0]
+    loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-"))
+    key = ".".join(p for p in (prefix, loc) if p) or None
+    reason = err["msg"]
+    if err["type"] == "extra_forbidden":
+        reason = "unknown key"
+    elif err["type"] == "missing":
+        reason = "required key is missing"
+    more = len(exc.errors()) - 1
+    if more:
+        reason += f" (and {more} more error{'s' if more > 1 else ''})"
+    return ConfigError(reason, file=file, key=key)
+
+
+def validate_config(data: Mapping[str, Any], registry: Registry, file: str | None = None) -> Config:
+    """Validate plain data into a :class:`Config` whose component params are complete and checked."""
+    try:
+        config = Config.model_validate(dict(data))
+    except ValidationError as exc:
+        raise _format_validation_error(exc, file) from None
+    for key, kind, ref in config.component_refs():
+        try:
+            component = registry.get(kind, ref.name)
+        except RegistryError as exc:
+            raise ConfigError(str(exc), file=file, key=f"{key}.name") from None
+        try:
+            params = component.validate(ref.params)
+        except ValidationError as exc:
+            raise _format_validation_error(exc, file, key) from None
+        # Store the complete parameter set so the saved config shows every default.
+        for field, value in params.model_dump().items():
+            setattr(ref, field, value)
+    return config
+
+
+def load_config(path: str | Path, registry_for: Any, overrides: Sequence[str] = ()) -> tuple[Config, Registry]:
+    """Read ``path`` (+ ``base`` chain, + ``--set`` overrides), load plugins, validate.
+
+    ``registry_for(plugin_modules)`` returns the registry, so the ``plugins`` key of the file can
+    name extra modules before component names are checked.
+    """
+    path = Path(path)
+    data = apply_overrides(_read_toml(path.resolve()), overrides)
+    plugins = data.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ConfigError("must be a list of module paths", file=str(path), key="plugins")
+    registry = registry_for(plugins)
+    return validate_config(data, registry, str(path)), registry
+
+
+def dump_toml(config: Config) -> str:
+    return tomli_w.dumps(config.to_dict())

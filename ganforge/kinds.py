@@ -1,0 +1,162 @@
+"""The kinds of component and the interface each must satisfy.
+
+Every component is a factory registered under ``(kind, name)``. The core calls it as
+``factory(**params, **context)``: ``params`` are the validated values of the component's own
+pydantic model, ``context`` is listed below per kind. Images are float tensors in ``[-1, 1]``,
+shape ``[B, C, H, W]`` with ``C`` = 1 (grayscale) or 3.
+
+| kind                  | context passed by the core            | returns                                  |
+|-----------------------|---------------------------------------|------------------------------------------|
+| ``attention``         | ``channels``, ``layers``              | ``nn.Module``: ``[B,C,H,W] -> [B,C,H,W]`` |
+| ``weight_norm``       | (none)                                | :class:`WeightNorm`                      |
+| ``feature_norm``      | ``channels``                          | ``nn.Module``: ``[B,C,H,W] -> [B,C,H,W]`` |
+| ``generator_block``   | ``layers``                            | :class:`GeneratorBlocks`                 |
+| ``discriminator_block`` | ``layers``                          | :class:`DiscriminatorBlocks`             |
+| ``connection``        | (none)                                | :class:`Connection`                      |
+| ``loss``              | (none)                                | :class:`Loss`                            |
+| ``optimizer``         | ``parameters``                        | ``torch.optim.Optimizer``                |
+| ``augment``           | (none)                                | :class:`Augment`                         |
+| ``dataset``           | ``resolution``, ``image_channels``    | :class:`ImageDataset`                    |
+| ``metric``            | (none)                                | :class:`Metric`                          |
+
+``layers`` is a :class:`ganforge.layers.Layers`: the one way components create convolutions, so
+the weight normalizations the config names (spectral norm, equalized learning rate, ...) reach
+every layer, attention included, without the component knowing which they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from .layers import Layers
+
+
+@runtime_checkable
+class WeightNorm(Protocol):
+    """Reparametrizes the weight of a freshly created conv layer (spectral norm, equalized lr)."""
+
+    def apply(self, module: nn.Module, fan_in: int) -> None:
+        """Modify ``module`` in place. ``fan_in`` = input channels × kernel area of its weight."""
+
+
+@runtime_checkable
+class GeneratorBlocks(Protocol):
+    """The generator's building blocks: a 4×4 stem and a ×2 upsampling block."""
+
+    def stem(self, latent_dim: int, out_channels: int) -> nn.Module:
+        """``[B, latent_dim] -> [B, out_channels, 4, 4]``."""
+
+    def up(self, in_channels: int, out_channels: int) -> nn.Module:
+        """``[B, in_channels, H, W] -> [B, out_channels, 2H, 2W]``."""
+
+
+@runtime_checkable
+class DiscriminatorBlocks(Protocol):
+    """The discriminator's building blocks: a ×2 downsampling block and the 4×4 head."""
+
+    def down(self, in_channels: int, out_channels: int) -> nn.Module:
+        """``[B, in_channels, H, W] -> [B, out_channels, H/2, W/2]``."""
+
+    def head(self, in_channels: int) -> nn.Module:
+        """``[B, in_channels, 4, 4] -> [B]`` raw scores (no sigmoid)."""
+
+
+class GeneratorHead(nn.Module):
+    """Turns the generator's features into the image(s) it emits.
+
+    ``forward(features)`` gets ``{resolution: [B, C_r, r, r]}`` for every resolution computed so
+    far and returns a list of images ordered coarse to fine; the last one is the output image.
+    """
+
+
+class DiscriminatorInput(nn.Module):
+    """Feeds images into the discriminator.
+
+    ``forward(resolution, features, images)``: ``features`` is the running feature map at
+    ``resolution`` (``None`` at the finest scale) and ``images`` the list the generator emitted
+    (or :meth:`Connection.pyramid` of real images). Returns the tensor the block at ``resolution``
+    consumes, with ``in_channels(resolution)`` channels.
+    """
+
+    def in_channels(self, resolution: int) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@runtime_checkable
+class Connection(Protocol):
+    """How images leave the generator and enter the discriminator (single-scale, multi-scale, ...)."""
+
+    def generator_head(self, channels: dict[int, int], image_channels: int, layers: Layers) -> GeneratorHead:
+        """Build the generator's image outputs; ``channels`` maps resolution to feature width."""
+
+    def discriminator_input(
+        self, channels: dict[int, int], image_channels: int, layers: Layers
+    ) -> DiscriminatorInput:
+        """Build the discriminator's image inputs; ``channels`` maps resolution to feature width."""
+
+    def pyramid(self, images: torch.Tensor, resolutions: Sequence[int]) -> list[torch.Tensor]:
+        """Turn a batch of real images into the list the discriminator expects (coarse to fine)."""
+
+
+@runtime_checkable
+class Loss(Protocol):
+    """An adversarial loss. ``real`` and ``fake`` are image lists as the discriminator takes them."""
+
+    def discriminator(self, D: nn.Module, real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
+        """Scalar loss for the discriminator step (``fake`` is detached by the caller)."""
+
+    def generator(self, D: nn.Module, real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
+        """Scalar loss for the generator step."""
+
+
+@runtime_checkable
+class Augment(Protocol):
+    """A batch augmentation of real images ``[B, C, H, W] -> [B, C, H, W]``.
+
+    Randomness comes from torch's global RNG, which the trainer seeds from (seed, step) before
+    every step, so an interrupted and resumed run draws the same numbers.
+    """
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class ImageDataset(Protocol):
+    """Images at the model's resolution, decoded once and kept in memory.
+
+    ``images`` is ``uint8 [N, C, R, R]``; ``labels`` is ``float [N, K]`` multi-hot or ``None``;
+    ``label_names`` has ``K`` entries; ``description`` says where the data came from (a phantom
+    dataset says so).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    label_names: list[str]
+    description: str
+
+
+@runtime_checkable
+class Metric(Protocol):
+    """An image-set metric. Returns named figures whose names carry their protocol."""
+
+    def __call__(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]: ...
+
+
+KINDS: dict[str, str] = {
+    "attention": "attention layer inserted after a block at chosen resolutions",
+    "weight_norm": "reparametrization of every conv weight (spectral norm, equalized lr)",
+    "feature_norm": "normalization of generator features (pixel norm)",
+    "generator_block": "generator stem and upsampling block",
+    "discriminator_block": "discriminator downsampling block and head",
+    "connection": "how images leave G and enter D (single-scale, multi-scale)",
+    "loss": "adversarial loss",
+    "optimizer": "optimizer for G and D",
+    "augment": "augmentation of real batches",
+    "dataset": "training images",
+    "metric": "image-set metric",
+}

@@ -1,0 +1,69 @@
+"""Plugin discovery: entry points of the ``ganforge`` group plus module paths the user named."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable
+from importlib import metadata
+
+import pluggy
+
+from . import hookspecs
+from .errors import GanforgeError
+from .registry import Registry
+
+ALLOWLIST_ENV = "GANFORGE_PLUGINS"
+"""Comma-separated entry-point names to load; unset loads every installed plugin."""
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    points = list(metadata.entry_points(group=hookspecs.PROJECT))
+    allow = os.environ.get(ALLOWLIST_ENV)
+    if allow is not None:
+        wanted = {name.strip() for name in allow.split(",") if name.strip()}
+        points = [ep for ep in points if ep.name in wanted]
+    return sorted(points, key=lambda ep: ep.name)
+
+
+def plugin_manager(modules: Iterable[str] = ()) -> pluggy.PluginManager:
+    """Load entry-point plugins and the named module paths into a fresh plugin manager."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for ep in _entry_points():
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken third-party plugin must name itself
+            raise GanforgeError(f"plugin {ep.name!r} ({ep.value}) failed to import: {exc}") from exc
+        pm.register(module, name=ep.name)
+    for path in modules:
+        if pm.has_plugin(path):
+            continue
+        try:
+            module = importlib.import_module(path)
+        except ImportError as exc:
+            raise GanforgeError(f"plugin module {path!r} cannot be imported: {exc}") from exc
+        if any(module is plugin for plugin in pm.get_plugins()):
+            continue
+        pm.register(module, name=path)
+    return pm
+
+
+def load_registry(modules: Iterable[str] = ()) -> Registry:
+    """A registry filled by every installed plugin plus ``modules`` (dotted module paths)."""
+    registry = Registry()
+    pm = plugin_manager(modules)
+    for impl in pm.hook.ganforge_register.get_hookimpls():
+        impl.function(registry=registry.for_plugin(impl.plugin_name))
+    return registry
+
+
+def plugin_versions(registry: Registry) -> dict[str, str]:
+    """Plugin name → distribution version (or 'local'), recorded in checkpoint metadata."""
+    versions: dict[str, str] = {}
+    by_name = {ep.name: ep for ep in metadata.entry_points(group=hookspecs.PROJECT)}
+    for component in registry:
+        ep = by_name.get(component.plugin)
+        dist = getattr(ep, "dist", None) if ep else None
+        versions[component.plugin] = dist.version if dist is not None else "local"
+    return versions

@@ -1,0 +1,82 @@
+"""Normalizations: spectral norm and equalized learning rate (weights), pixel norm (features)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
+
+from ganforge import hookimpl
+
+
+class _Scale(nn.Module):
+    """Parametrization ``w -> gain * w`` (the run-time scaling of equalized learning rate)."""
+
+    def __init__(self, gain: float):
+        super().__init__()
+        self.gain = gain
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.gain
+
+
+class EqualizedLRParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    gain: float = Field(math.sqrt(2), description="He gain; the scale is gain / sqrt(fan_in)")
+
+
+class EqualizedLR:
+    """Equalized learning rate (PGGAN): weights ~ N(0, 1), scaled by gain/sqrt(fan_in) at run time."""
+
+    def __init__(self, *, gain: float):
+        self.gain = gain
+
+    def apply(self, module: nn.Module, fan_in: int) -> None:
+        with torch.no_grad():
+            module.weight.normal_(0.0, 1.0)
+            if module.bias is not None:
+                module.bias.zero_()
+        parametrize.register_parametrization(module, "weight", _Scale(self.gain / math.sqrt(fan_in)))
+
+
+class SpectralNormParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    power_iterations: int = Field(1, ge=1, description="power iterations per training forward pass")
+    eps: float = Field(1e-12, gt=0)
+
+
+class SpectralNorm:
+    """Spectral normalization (Miyato et al. 2018): weight divided by its largest singular value."""
+
+    def __init__(self, *, power_iterations: int, eps: float):
+        self.power_iterations, self.eps = power_iterations, eps
+
+    def apply(self, module: nn.Module, fan_in: int) -> None:
+        spectral_norm(module, n_power_iterations=self.power_iterations, eps=self.eps)
+
+
+class PixelNormParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    eps: float = Field(1e-8, gt=0)
+
+
+class PixelNorm(nn.Module):
+    """Pixel norm (PGGAN): each pixel's feature vector scaled to unit root-mean-square."""
+
+    def __init__(self, *, channels: int, eps: float):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps)
+
+
+@hookimpl
+def ganforge_register(registry):
+    registry.register("weight_norm", "equalized_lr", EqualizedLR, EqualizedLRParams)
+    registry.register("weight_norm", "spectral", SpectralNorm, SpectralNormParams)
+    registry.register("feature_norm", "pixel", PixelNorm, PixelNormParams)

@@ -1,0 +1,40 @@
+"""Optimizers: Adam and RMSprop with the parameters the SAMGAN/MSG-GAN papers vary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from ganforge import hookimpl
+
+
+class AdamParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lr: float = Field(0.001, gt=0)
+    betas: tuple[float, float] = Field((0.0, 0.99), description="(β1, β2); (0, 0.99) as in PGGAN/BMSG-GAN")
+    eps: float = Field(1e-8, gt=0)
+
+
+def adam(*, parameters: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float], eps: float):
+    """Adam (Kingma & Ba 2015)."""
+    return torch.optim.Adam(parameters, lr=lr, betas=betas, eps=eps)
+
+
+class RMSpropParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lr: float = Field(0.003, gt=0)
+    alpha: float = Field(0.99, gt=0, lt=1, description="smoothing constant of the squared-gradient average")
+    eps: float = Field(1e-8, gt=0)
+
+
+def rmsprop(*, parameters: Iterable[torch.nn.Parameter], lr: float, alpha: float, eps: float):
+    """RMSprop (Tieleman & Hinton 2012), the original MSG-GAN optimizer."""
+    return torch.optim.RMSprop(parameters, lr=lr, alpha=alpha, eps=eps)
+
+
+@hookimpl
+def ganforge_register(registry):
+    registry.register("optimizer", "adam", adam, AdamParams)
+    registry.register("optimizer", "rmsprop", rmsprop, RMSpropParams)

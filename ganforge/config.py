@@ -154,15 +154,7 @@ class Config(Strict):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (string keys, no ``None``) for TOML, JSON and safetensors metadata."""
-        return _stringify_keys(self.model_dump(exclude_none=True))
-
-
-def _stringify_keys(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _stringify_keys(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_stringify_keys(v) for v in value]
-    return value
+        return self.model_dump(mode="json", exclude_none=True)
 
 
 # --------------------------------------------------------------------------- loading

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ganforge import hookimpl
 
@@ -68,10 +69,13 @@ def gradient_penalty(D: nn.Module, real: list[torch.Tensor], fake: list[torch.Te
     """mean (‖∇D(x̂)‖₂ - 1)², x̂ = ε·real + (1-ε)·fake with one ε per sample shared by all scales.
 
     For multi-scale inputs the gradient norm is taken over all scales of a sample together.
+    Attention inside D runs on the math backend here, since the penalty needs a double backward.
     """
     eps = torch.rand(real[0].shape[0], 1, 1, 1, device=real[0].device, dtype=real[0].dtype)
     mixed = [(eps * r + (1 - eps) * f.detach()).requires_grad_(True) for r, f in zip(real, fake)]
-    grads = torch.autograd.grad(D(mixed).sum(), mixed, create_graph=True)
+    with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no double backward
+        scores = D(mixed)
+    grads = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
     norms = torch.cat([g.flatten(1) for g in grads], dim=1).norm(dim=1)
     return (norms - 1).pow(2).mean()
 

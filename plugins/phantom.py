@@ -91,11 +91,9 @@ def _render(p: torch.Tensor, noise: torch.Tensor, size: int, prevalence: float) 
     lung_dist = torch.sqrt(((au - lung_cu) / (lung_w * taper)) ** 2 + ((v + 0.12) / lung_h) ** 2) - 1
     diaphragm = dome - 0.05 * (side < 0) + 1.1 * (au - lung_cu - 0.08) ** 2
     lung = _smooth_step(lung_dist, 0.05) * _smooth_step(v - diaphragm, 0.03)
-    k = size // 12 | 1
-    texture = noise.unsqueeze(1)
-    for _ in range(2):  # tent filter: smooth mottling without box artifacts
-        texture = F.avg_pool2d(texture, k, stride=1, padding=k // 2, count_include_pad=False)
-    lung = lung * (1 - 0.25 * k * texture.squeeze(1)).clamp(0.65, 1.2)  # vascular markings
+    coarse = noise[:, :: max(1, size // 24), :: max(1, size // 24)].unsqueeze(1)  # ~24×24 grid of the noise
+    texture = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).squeeze(1)
+    lung = lung * (1 - 0.12 * texture).clamp(0.65, 1.2)  # vascular markings
 
     # Heart: low and to the patient's left (image right); cardiomegaly widens it.
     heart_w = a(7, 0.21, 0.25) * (1 + 0.45 * labels[:, 0].view(-1, 1, 1))
@@ -106,10 +104,10 @@ def _render(p: torch.Tensor, noise: torch.Tensor, size: int, prevalence: float) 
     # Bones.
     spine = _band(u, 0.06, 0.015) * (0.75 + 0.25 * torch.cos(v * math.pi / 0.085) ** 2)
     phase = a(9, 0.0, 0.05)
-    ribs = torch.zeros_like(u)
-    for k in range(10):  # posterior ribs arch up from the spine and fall laterally
-        centre = -0.66 + 0.11 * k + phase - 0.14 * torch.sin(math.pi * au.clamp(max=0.95) / 0.95) + 0.3 * au**2
-        ribs = ribs + _band(v - centre, 0.016, 0.012)
+    # Ten posterior ribs, 0.11 apart, arching up from the spine and falling laterally.
+    arch = -0.66 + phase - 0.14 * torch.sin(math.pi * au.clamp(max=0.95) / 0.95) + 0.3 * au**2
+    position = (v - arch) / 0.11
+    ribs = _band((position - position.round()) * 0.11, 0.016, 0.012) * ((position > -0.5) & (position < 9.5))
     ribs = ribs * _smooth_step(au - 0.86, 0.03) * _smooth_step(0.08 - au, 0.02)
     clavicle = _band(v - (-0.68 - 0.1 * (au - 0.1)), 0.026, 0.012) * _smooth_step(au - 0.6, 0.03) * (au > 0.06)
 
@@ -156,14 +154,14 @@ def render_phantoms(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` phantom radiographs: (uint8 images ``[n, 1, R, R]``, multi-hot labels ``[n, 4]``).
 
-    Images are rendered at ≥128 pixels and area-downsampled, so small resolutions are anti-aliased.
+    Up to 64×64, images are rendered at twice the size and area-downsampled (anti-aliasing).
     """
     if resolution < 8 or resolution & (resolution - 1):
         raise ValueError(f"phantom resolution must be a power of two ≥ 8, got {resolution}")
-    render = max(resolution, 128)
+    render = 2 * resolution if resolution <= 64 else resolution
     p = _parameters(seed, start, n)
     images = torch.empty(n, 1, resolution, resolution, dtype=torch.uint8)
-    chunk = max(1, _CHUNK * (128 // render) ** 2) if render <= 128 else max(1, (_CHUNK * 128 * 128) // (render * render))
+    chunk = max(1, _CHUNK * 128 * 128 // (render * render))  # ~1M pixels per chunk
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
         noise = torch.stack([_noise(seed, start + i, render) for i in range(lo, hi)])

@@ -1,0 +1,78 @@
+"""Shared fixtures: a tiny SAMGAN-shaped config that trains in well under a second per step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ganforge.config import load_config
+from ganforge.plugins import load_registry
+
+TINY = """
+name = "tiny"
+seed = 3
+augment = ["hflip"]
+
+[data]
+name = "phantom"
+size = 48
+
+[model]
+resolution = 16
+image_channels = 1
+latent_dim = 16
+connection = {{ name = "multi_scale", combine = "lin_cat" }}
+
+[model.generator]
+channels = {{ 4 = 16, 8 = 16, 16 = 8 }}
+block = "msg"
+feature_norm = "pixel"
+weight_norms = ["equalized_lr", "spectral"]
+attention = {{ name = "{attention}" }}
+attention_resolutions = [8, 16]
+
+[model.discriminator]
+channels = {{ 4 = 16, 8 = 16, 16 = 8 }}
+block = {{ name = "msg", minibatch_std = true, group_size = 4 }}
+weight_norms = ["equalized_lr", "spectral"]
+attention = {{ name = "{attention}" }}
+attention_resolutions = [8]
+
+[loss]
+name = "relativistic_hinge"
+
+[optim]
+name = "adam"
+lr = 0.002
+
+[train]
+batch_size = 8
+steps = 4
+log_every = 1
+sample_every = 2
+checkpoint_every = 2
+grid_size = 4
+"""
+
+
+def write_tiny(folder: Path, attention: str = "self_attention", extra: str = "") -> Path:
+    path = folder / "tiny.toml"
+    path.write_text(TINY.format(attention=attention) + extra)
+    return path
+
+
+@pytest.fixture(scope="session")
+def registry():
+    return load_registry()
+
+
+@pytest.fixture
+def tiny_path(tmp_path: Path) -> Path:
+    return write_tiny(tmp_path)
+
+
+@pytest.fixture
+def tiny(tiny_path: Path):
+    """(config, registry) of the tiny experiment."""
+    return load_config(tiny_path, load_registry)

@@ -1,0 +1,87 @@
+"""The command line through click's runner: exit codes, one-line errors, files written."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from ganforge.cli import main
+
+from conftest import write_tiny
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result
+
+
+def test_dry_run_prints_the_full_width_architecture():
+    result = run("build", EXAMPLES / "msggan.toml", "--dry-run", "--set", "model.image_channels=3")
+    assert result.exit_code == 0, result.output
+    assert "generator: 22,490,383 parameters" in result.output
+    assert "discriminator: 18,364,161 parameters" in result.output
+    assert "connection:multi_scale" in result.output and "blocks" in result.output
+    samgan = run("build", EXAMPLES / "samgan.toml", "--dry-run")
+    assert "attention:self_attention" in samgan.output and "256×64×64" in samgan.output
+
+
+def test_typo_in_component_name_exits_2_with_one_line(tmp_path):
+    config = write_tiny(tmp_path)
+    result = run("build", config, "--set", "model.generator.attention.name=self_atenton", "--dry-run")
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0] == (f"error: {config}: model.generator.attention.name: unknown attention 'self_atenton'; "
+                        "did you mean self_attention?")
+    assert "Traceback" not in result.output
+
+
+def test_wrong_value_and_bad_set_exit_2(tmp_path):
+    config = write_tiny(tmp_path)
+    result = run("build", config, "--set", "train.batch_size=0")
+    assert result.exit_code == 2 and "train.batch_size: Input should be greater than or equal to 1" in result.output
+    assert run("build", config, "--set", "nonsense").exit_code == 2
+    assert run("build", config, "--steps", "1", "--epochs", "1").exit_code == 2
+    assert run("sample", "--weights", tmp_path / "none.safetensors", "--out", tmp_path / "s").exit_code == 2
+
+
+@pytest.mark.slow
+def test_build_then_sample_gives_identical_grayscale_pngs(tmp_path):
+    config = write_tiny(tmp_path)
+    result = run("build", config, "--out", tmp_path / "run", "--steps", "3", "--seed", "7")
+    assert result.exit_code == 0, result.output
+    weights = tmp_path / "run" / "generator_ema.safetensors"
+    for folder in ("a", "b"):
+        result = run("sample", "--weights", weights, "-n", "5", "--out", tmp_path / folder, "--seed", "1",
+                     "--batch-size", "2", "--grid", tmp_path / f"{folder}.png")
+        assert result.exit_code == 0, result.output
+    files = sorted((tmp_path / "a").iterdir())
+    assert [f.name for f in files] == [f"sample_{i:05d}.png" for i in range(5)]
+    for f in files:
+        assert f.read_bytes() == (tmp_path / "b" / f.name).read_bytes()
+        with Image.open(f) as image:
+            assert image.mode == "L" and image.size == (16, 16)
+    assert Image.open(tmp_path / "a.png").size[0] > 16
+
+    # --resume with --steps means the total: 3 → 5 runs two more steps.
+    result = run("build", config, "--resume", tmp_path / "run", "--steps", "5", "--seed", "7")
+    assert result.exit_code == 0, result.output
+    assert "step 3 → 5" in result.output
+
+
+def test_phantom_command_writes_dataset(tmp_path):
+    result = run("phantom", "--out", tmp_path / "ph", "-n", "6", "--resolution", "32", "--seed", "2")
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "ph" / "images").glob("phantom_*.png"))) == 6
+    assert (tmp_path / "ph" / "labels.csv").read_text().startswith("Image Index,Finding Labels\n")
+    assert run("phantom", "--out", tmp_path / "x", "--resolution", "48").exit_code == 2
+
+
+def test_plugins_lists_components_with_defaults():
+    result = run("plugins")
+    assert result.exit_code == 0
+    for text in ("self_attention", "multi_scale", "relativistic_hinge", "phantom", "reduction=8", "combine='lin_cat'"):
+        assert text in result.output

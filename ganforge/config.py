@@ -113,6 +113,7 @@ class TrainConfig(Strict):
     steps: int | None = Field(None, ge=0, description="total optimisation steps (wins over epochs)")
     epochs: float = Field(1, gt=0, description="passes over the dataset when steps is not set")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="decay of the generator's moving average")
+    ema_warmup: bool = Field(False, description="use min(ema_decay, (1+step)/(10+step)) so short runs average usefully")
     log_every: int = Field(10, ge=1)
     sample_every: int = Field(500, ge=1)
     checkpoint_every: int = Field(1000, ge=1)
@@ -179,11 +180,16 @@ def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``override`` wins; tables merge key by key, everything else is replaced."""
+    """``override`` wins; tables merge key by key, everything else is replaced.
+
+    A component table that names a different component (``[optim] name = "rmsprop"`` over an
+    inherited Adam) replaces the inherited table: the old component's parameters would not fit.
+    """
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
+        inherited = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(inherited, Mapping) and value.get("name", inherited.get("name")) == inherited.get("name"):
+            merged[key] = deep_merge(inherited, value)
         else:
             merged[key] = value
     return merged

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def save_grid(images: torch.Tensor, path: str | Path, caption: str = "") -> None
     """Save a grid PNG, with ``caption`` (e.g. 'PHANTOM data') printed in a band above it."""
     tiled = _pil(grid(images))
     if caption:
-        lines = caption.split("\n")
+        lines = textwrap.wrap(caption, width=max(8, tiled.width // 6))  # the default font is ~6 px wide
         band = 4 + 12 * len(lines)
         canvas = Image.new(tiled.mode, (tiled.width, tiled.height + band), 0)
         canvas.paste(tiled, (0, band))

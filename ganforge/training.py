@@ -169,6 +169,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
+    def ema_decay(self, step: int) -> float:
+        """The configured decay; with ``ema_warmup``, TensorFlow's (1+t)/(10+t) ramp caps it early on."""
+        train = self.config.train
+        return min(train.ema_decay, (1 + step) / (10 + step)) if train.ema_warmup else train.ema_decay
+
     def train_step(self) -> tuple[float, float]:
         """One discriminator update then one generator update on the same latents."""
         torch.manual_seed(_mix(self.config.seed, self.step, 2))
@@ -190,7 +195,7 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
-        update_ema(self.G_ema, self.G, self.config.train.ema_decay)
+        update_ema(self.G_ema, self.G, self.ema_decay(self.step))
         self.step += 1
         return loss_d.item(), loss_g.item()
 
@@ -246,7 +251,7 @@ class Trainer:
         z = torch.randn(n, self.config.model.latent_dim, generator=g).to(self.device)
         images = to_uint8(self.G_ema(z)[-1])
         path = self.out / "samples" / f"step_{self.step:07d}.png"
-        caption = f"{self.config.name} step {self.step} (EMA)\ndata: {self.data.description}"
+        caption = f"{self.config.name}, step {self.step}, EMA generator. Data: {self.data.description}"
         save_grid(images, path, caption)
         return path
 

@@ -114,3 +114,13 @@ def test_other_losses_and_optimizers_train(tmp_path, loss, optim):
     trainer = Trainer(config, registry, tmp_path / "run", device="cpu")
     losses = [trainer.train_step() for _ in range(2)]
     assert torch.isfinite(torch.tensor(losses)).all()
+
+
+def test_ema_warmup_ramps_the_decay(tiny, tmp_path):
+    config, registry = tiny
+    trainer = Trainer(config, registry, tmp_path, device="cpu")
+    assert trainer.ema_decay(0) == trainer.ema_decay(10**6) == 0.999
+    config.train.ema_warmup = True
+    assert trainer.ema_decay(0) == pytest.approx(0.1)
+    assert trainer.ema_decay(90) == pytest.approx(91 / 100)
+    assert trainer.ema_decay(10**6) == 0.999

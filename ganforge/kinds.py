@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
+    from .evaluation import EvalContext
     from .layers import Layers
 
 
@@ -142,9 +143,16 @@ class ImageDataset(Protocol):
 
 @runtime_checkable
 class Metric(Protocol):
-    """An image-set metric. Returns named figures whose names carry their protocol."""
+    """An image-set metric over ``ctx.real`` and ``ctx.fake`` (uint8 ``[N, C, R, R]``).
 
-    def __call__(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]: ...
+    ``ctx`` is a :class:`ganforge.evaluation.EvalContext`; ``ctx.features(side, extractor,
+    layer)`` gives shared, cached features. ``protocol`` says in words how the figures were made
+    (extractor, resize, image counts, variant), printed next to every result.
+    """
+
+    def __call__(self, ctx: EvalContext) -> dict[str, float]: ...
+
+    def protocol(self, ctx: EvalContext) -> str: ...
 
 
 KINDS: dict[str, str] = {

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from . import __version__
+from . import __version__, inception
 from .assembly import GAN, build_gan
 from .checkpoint import (
     atomic_write,
@@ -35,13 +35,16 @@ from .checkpoint import (
 )
 from .config import Config, dump_toml
 from .errors import CheckpointError, GanforgeError
+from .evaluation import EvalContext, as_record, run_metrics, subset
 from .images import save_grid, to_float, to_uint8
 from .kinds import ImageDataset
 from .plugins import plugin_versions
 from .registry import Registry
+from .sampling import generate, latents
 
 CONFIG_FILE = "config.toml"
 GENERATOR, GENERATOR_EMA, DISCRIMINATOR = "generator.safetensors", "generator_ema.safetensors", "discriminator.safetensors"
+GENERATOR_BEST = "generator_best.safetensors"  # the EMA generator with the lowest FID so far
 TRAIN_STATE = "train_state.safetensors"
 METRICS = "metrics.jsonl"
 
@@ -125,6 +128,7 @@ class Trainer:
         self.opt_d = registry.build("optimizer", d_optim.name, d_optim.params, parameters=self.D.parameters())
         self.augment = [registry.build("augment", a.name, a.params) for a in config.augment]
         self.step = 0
+        self.best_fid: float | None = None
         self._data: ImageDataset | None = None
         self._order: tuple[int, torch.Tensor] | None = None
 
@@ -211,7 +215,8 @@ class Trainer:
             save_module(self.out / name, module, model_metadata(self.config, self.registry, role, self.step, data))
         g_tensors, g_struct = optimizer_tensors("opt_g", self.opt_g)
         d_tensors, d_struct = optimizer_tensors("opt_d", self.opt_d)
-        state = {"step": self.step, "opt_g": g_struct, "opt_d": d_struct, "config": self.config.to_dict()}
+        state = {"step": self.step, "opt_g": g_struct, "opt_d": d_struct, "config": self.config.to_dict(),
+                 "best_fid": self.best_fid}
         save_tensors(self.out / TRAIN_STATE, {**g_tensors, **d_tensors}, {"ganforge.train_state": state})
 
     def resume(self, run: str | Path) -> None:
@@ -222,7 +227,8 @@ class Trainer:
         tensors, meta = load_tensors(run / TRAIN_STATE)
         state = json.loads(meta["ganforge.train_state"])
         saved, ours = _flat(state["config"]), _flat(self.config.to_dict())
-        changed = sorted(k for k in saved.keys() | ours.keys() if saved.get(k) != ours.get(k) and k not in RESUMABLE_CHANGES)
+        changed = sorted(k for k in saved.keys() | ours.keys() if saved.get(k) != ours.get(k)
+                         and k not in RESUMABLE_CHANGES and not k.startswith("eval."))
         if changed:
             raise CheckpointError(f"--resume {run}: the config differs from the run's in {', '.join(changed)}")
         load_module(run / GENERATOR, self.G)
@@ -231,6 +237,7 @@ class Trainer:
         restore_optimizer("opt_g", self.opt_g, tensors, state["opt_g"])
         restore_optimizer("opt_d", self.opt_d, tensors, state["opt_d"])
         self.step = state["step"]
+        self.best_fid = state.get("best_fid")
         self._truncate_metrics()
 
     def _truncate_metrics(self) -> None:
@@ -243,6 +250,21 @@ class Trainer:
     def log(self, record: dict[str, Any]) -> None:
         with (self.out / METRICS).open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+
+    def evaluate(self) -> dict[str, Any]:
+        """Score the EMA generator with ``[eval].metrics``; keep it as ``generator_best`` when its FID is the lowest."""
+        ev, model = self.config.eval, self.config.model
+        real = subset(self.data.images, ev.n, ev.seed)
+        fake = torch.cat(list(generate(self.G_ema, latents(len(real), model.latent_dim, ev.seed), 64, self.device)))
+        ctx = EvalContext(real, fake, self.device, inception.resolve_weights(ev.inception_weights or None))
+        record = as_record(run_metrics(ev.metrics, self.registry, ctx), ctx)
+        self.log({"step": self.step, "eval": record})
+        fid = next((values["fid"] for values in record["metrics"].values() if "fid" in values), None)
+        if fid is not None and (self.best_fid is None or fid < self.best_fid):
+            self.best_fid = fid
+            meta = model_metadata(self.config, self.registry, "generator", self.step, self.data.description)
+            save_module(self.out / GENERATOR_BEST, self.G_ema, {**meta, "ganforge.fid": fid})
+        return record
 
     @torch.no_grad()
     def sample_grid(self) -> Path:
@@ -288,8 +310,17 @@ class Trainer:
                         on_step(stats)
                 if self.step % train.sample_every == 0:
                     self.sample_grid()
+                if self.config.eval.metrics and self.config.eval.every and self.step % self.config.eval.every == 0:
+                    self._report(progress, task, self.evaluate())
                 if self.step % train.checkpoint_every == 0:
                     self.save()
                 progress.update(task, completed=self.step)
+            evaluated = self.config.eval.every and self.step % self.config.eval.every == 0
+            if self.config.eval.metrics and not evaluated:
+                self._report(progress, task, self.evaluate())
         self.save()
         self.sample_grid()
+
+    def _report(self, progress: Progress, task: Any, record: dict[str, Any]) -> None:
+        figures = "  ".join(f"{k} {v:.4g}" for values in record["metrics"].values() for k, v in values.items())
+        progress.console.print(f"step {self.step}: {figures}")

@@ -1,0 +1,112 @@
+"""Evaluation: real and generated image sets, cached features, and the metrics the config names.
+
+Metrics are components (kind ``metric``); each gets an :class:`EvalContext` and returns named
+figures. Feature extraction is shared between metrics (FID, KID and precision/recall use the same
+Inception features) and the real set's features are cached on disk under a key made of the images'
+content hash, their count and resolution, and the extractor, so a second evaluation against the
+same data does not recompute them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import track
+
+from . import inception
+from .checkpoint import load_tensors, save_tensors
+from .registry import Registry
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GANFORGE_CACHE", Path.home() / ".cache" / "ganforge")) / "features"
+
+
+def fingerprint(images: torch.Tensor) -> str:
+    """Content hash of a uint8 image set (shape included)."""
+    digest = hashlib.sha256(str(tuple(images.shape)).encode())
+    digest.update(images.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
+@dataclass
+class EvalContext:
+    """Two uint8 image sets ``[N, C, R, R]`` and a memo of their features."""
+
+    real: torch.Tensor
+    fake: torch.Tensor
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    inception_weights: Path | None = None
+    batch_size: int = 50
+    cache: bool = True
+    cache_hits: list[str] = field(default_factory=list)
+    _memo: dict[tuple[str, str, str], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def features(self, side: str, extractor: str, layer: str) -> torch.Tensor:
+        """``[N, D]`` float features of the ``"real"`` or ``"fake"`` set (real ones cached on disk)."""
+        key = (side, extractor, layer)
+        if key not in self._memo:
+            images = self.real if side == "real" else self.fake
+            weights = self.inception_weights if extractor == "inception-v3-compat" else None
+            extractor_id = f"{extractor}-{layer}-{weights.name if weights else 'download'}"
+            path = cache_dir() / f"{fingerprint(images)}-{extractor_id}.safetensors"
+            if side == "real" and self.cache and path.is_file():
+                self._memo[key] = load_tensors(path)[0]["features"]
+                self.cache_hits.append(side)
+            else:
+                self._memo[key] = self._extract(images, extractor, layer, weights, side)
+                if side == "real" and self.cache:
+                    save_tensors(path, {"features": self._memo[key]}, {"extractor": extractor_id, "count": len(images)})
+        return self._memo[key]
+
+    @torch.no_grad()
+    def _extract(self, images: torch.Tensor, extractor: str, layer: str, weights: Path | None, side: str) -> torch.Tensor:
+        model = inception.create_extractor(extractor, layer, weights, self.device)
+        chunks = []
+        batches = range(0, len(images), self.batch_size)
+        for start in track(batches, description=f"{extractor} features ({side})", transient=True):
+            batch = images[start : start + self.batch_size].to(self.device)
+            if batch.shape[1] == 1:  # grayscale: replicate to RGB only here, inside the metric adapter
+                batch = batch.repeat(1, 3, 1, 1)
+            chunks.append(model(batch)[0].float().cpu())
+        return torch.cat(chunks)
+
+
+def subset(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` images chosen by a seeded permutation (all of them when ``n`` is 0 or too large)."""
+    if n <= 0 or n >= len(images):
+        return images
+    return images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]]
+
+
+@dataclass
+class MetricResult:
+    name: str
+    values: dict[str, float]
+    protocol: str
+
+
+def run_metrics(refs: list[Any], registry: Registry, ctx: EvalContext) -> list[MetricResult]:
+    """Build each named metric component and apply it to ``ctx``."""
+    results = []
+    for ref in refs:
+        metric = registry.build("metric", ref.name, ref.params)
+        results.append(MetricResult(ref.name, metric(ctx), metric.protocol(ctx)))
+    return results
+
+
+def as_record(results: list[MetricResult], ctx: EvalContext) -> dict[str, Any]:
+    """Every figure plus what produced it: for ``metrics.jsonl`` and ``--json``."""
+    return {
+        "n_real": len(ctx.real),
+        "n_fake": len(ctx.fake),
+        "resolution": int(ctx.real.shape[-1]),
+        "metrics": {r.name: r.values for r in results},
+        "protocols": {r.name: r.protocol for r in results},
+        "real_features_cached": "real" in ctx.cache_hits,
+    }

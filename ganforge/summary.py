@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from rich.table import Table
@@ -26,7 +27,7 @@ def _shape(output) -> tuple[int, ...]:
     return tuple(output.shape)
 
 
-def trace(network: nn.Module, *inputs) -> list[Row]:
+def trace(network: nn.Module, *inputs: Any) -> tuple[list[Row], Any]:
     """Run ``network`` once and record every module a registered component supplied."""
     rows: dict[str, Row] = {}
     hooks = []

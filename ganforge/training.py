@@ -12,8 +12,6 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,14 +97,6 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
-
-
-@dataclass
-class StepStats:
-    step: int
-    loss_d: float
-    loss_g: float
-    images_per_second: float
 
 
 class Trainer:
@@ -279,7 +269,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def fit(self, total_steps: int, on_step: Callable[[StepStats], None] | None = None) -> None:
+    def fit(self, total_steps: int) -> None:
         """Train until ``self.step == total_steps`` (a total: resuming at 200 with 300 runs 100 more)."""
         train = self.config.train
         self.out.mkdir(parents=True, exist_ok=True)
@@ -302,12 +292,9 @@ class Trainer:
                     now = time.perf_counter()
                     speed = window_steps * train.batch_size / max(now - window_start, 1e-9)
                     window_start, window_steps = now, 0
-                    stats = StepStats(self.step, loss_d, loss_g, speed)
                     self.log({"step": self.step, "loss_d": loss_d, "loss_g": loss_g,
                               "images_per_second": round(speed, 2), "time": time.time()})
                     progress.update(task, stats=f"D {loss_d:.3f}  G {loss_g:.3f}  {speed:.1f} img/s")
-                    if on_step is not None:
-                        on_step(stats)
                 if self.step % train.sample_every == 0:
                     self.sample_grid()
                 if self.config.eval.metrics and self.config.eval.every and self.step % self.config.eval.every == 0:

@@ -232,9 +232,16 @@ def inception_weights(out, wheel, force) -> None:
 
 @main.command()
 @click.option("--plugin", "modules", multiple=True, metavar="MODULE", help="also load this plugin module")
-def plugins(modules) -> None:
+@click.option("--markdown", is_flag=True, help="print the component reference as Markdown (docs/reference.md)")
+@click.option("--bundled", is_flag=True, help="only ganforge's own plugins")
+def plugins(modules, markdown, bundled) -> None:
     """List every registered component: kind, name, plugin, description, parameters."""
-    registry = load_registry(modules)
+    from .reference import bundled_registry, markdown as reference
+
+    registry = bundled_registry() if bundled else load_registry(modules)
+    if markdown:
+        click.echo(reference(registry), nl=False)
+        return
     table = Table(title="ganforge components")
     for column in ("kind", "name", "plugin", "description", "parameters (default)"):
         table.add_column(column)

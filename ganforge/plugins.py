@@ -17,20 +17,22 @@ ALLOWLIST_ENV = "GANFORGE_PLUGINS"
 """Comma-separated entry-point names to load; unset loads every installed plugin."""
 
 
-def _entry_points() -> list[metadata.EntryPoint]:
+def _entry_points(only: Iterable[str] | None = None) -> list[metadata.EntryPoint]:
     points = list(metadata.entry_points(group=hookspecs.PROJECT))
     allow = os.environ.get(ALLOWLIST_ENV)
-    if allow is not None:
-        wanted = {name.strip() for name in allow.split(",") if name.strip()}
+    if only is None and allow is not None:
+        only = [name.strip() for name in allow.split(",") if name.strip()]
+    if only is not None:
+        wanted = set(only)
         points = [ep for ep in points if ep.name in wanted]
     return sorted(points, key=lambda ep: ep.name)
 
 
-def plugin_manager(modules: Iterable[str] = ()) -> pluggy.PluginManager:
-    """Load entry-point plugins and the named module paths into a fresh plugin manager."""
+def plugin_manager(modules: Iterable[str] = (), only: Iterable[str] | None = None) -> pluggy.PluginManager:
+    """Load entry-point plugins (all, or the names in ``only`` / ``$GANFORGE_PLUGINS``) and ``modules``."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    for ep in _entry_points():
+    for ep in _entry_points(only):
         try:
             module = ep.load()
         except Exception as exc:  # a broken third-party plugin must name itself
@@ -49,10 +51,10 @@ def plugin_manager(modules: Iterable[str] = ()) -> pluggy.PluginManager:
     return pm
 
 
-def load_registry(modules: Iterable[str] = ()) -> Registry:
-    """A registry filled by every installed plugin plus ``modules`` (dotted module paths)."""
+def load_registry(modules: Iterable[str] = (), only: Iterable[str] | None = None) -> Registry:
+    """A registry filled by the installed plugins (all, or those in ``only``) plus ``modules`` (dotted paths)."""
     registry = Registry()
-    pm = plugin_manager(modules)
+    pm = plugin_manager(modules, only)
     for impl in pm.hook.ganforge_register.get_hookimpls():
         impl.function(registry=registry.for_plugin(impl.plugin_name))
     return registry

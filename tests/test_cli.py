@@ -85,3 +85,18 @@ def test_plugins_lists_components_with_defaults():
     assert result.exit_code == 0
     for text in ("self_attention", "multi_scale", "relativistic_hinge", "phantom", "reduction=8", "combine='lin_cat'"):
         assert text in result.output
+
+
+def test_reference_docs_match_the_registry():
+    """docs/reference.md is generated; regenerate with `ganforge plugins --markdown --bundled > docs/reference.md`."""
+    from ganforge.reference import bundled_registry, markdown
+
+    registry = bundled_registry()
+    text = markdown(registry)
+    committed = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text()
+    assert committed == text
+    for component in registry:
+        assert f"### `{component.name}`" in text
+        for name in component.params.model_fields:
+            assert f"| `{name}` |" in text
+    assert run("plugins", "--markdown", "--bundled").output == text

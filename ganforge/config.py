@@ -77,7 +77,7 @@ class DiscriminatorConfig(NetworkConfig):
 class ModelConfig(Strict):
     resolution: int = Field(description="output size, a power of two from 8 to 1024")
     image_channels: Literal[1, 3] = Field(1, description="1 for grayscale, 3 for RGB")
-    latent_dim: int = Field(512, ge=1)
+    latent_dim: int = Field(512, ge=1, description="size of z")
     connection: Ref = Field(description="single_scale or multi_scale (MSG-GAN)")
     generator: GeneratorConfig
     discriminator: DiscriminatorConfig
@@ -109,16 +109,16 @@ class ModelConfig(Strict):
 
 
 class TrainConfig(Strict):
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="images per step")
     steps: int | None = Field(None, ge=0, description="total optimisation steps (wins over epochs)")
     epochs: float = Field(1, gt=0, description="passes over the dataset when steps is not set")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="decay of the generator's moving average")
     ema_warmup: bool = Field(False, description="use min(ema_decay, (1+step)/(10+step)) so short runs average usefully")
-    log_every: int = Field(10, ge=1)
-    sample_every: int = Field(500, ge=1)
-    checkpoint_every: int = Field(1000, ge=1)
+    log_every: int = Field(10, ge=1, description="steps between lines in metrics.jsonl")
+    sample_every: int = Field(500, ge=1, description="steps between sample grids (samples/step_*.png)")
+    checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints (weights + train state)")
     grid_size: int = Field(16, ge=1, description="images in each sample grid")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="--device overrides")
 
 
 class EvalConfig(Strict):
@@ -130,15 +130,15 @@ class EvalConfig(Strict):
 
 
 class Config(Strict):
-    name: str = "experiment"
+    name: str = Field("experiment", description="run name; the default run directory is runs/<name>")
     plugins: list[str] = Field(default_factory=list, description="extra plugin modules to import")
-    seed: int = 0
-    data: Ref
+    seed: int = Field(0, description="initial weights, data order, latents: a run is a function of its seed")
+    data: Ref = Field(description="dataset component: phantom (offline) or image_folder")
     model: ModelConfig
-    loss: Ref
+    loss: Ref = Field(description="adversarial loss component")
     optim: Ref = Field(description="optimizer for G and D")
     optim_d: Ref | None = Field(None, description="a different optimizer for D (default: optim)")
-    augment: list[Ref] = Field(default_factory=list)
+    augment: list[Ref] = Field(default_factory=list, description="augmentations of real batches, e.g. [\"hflip\"]")
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 

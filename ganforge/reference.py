@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from importlib import metadata
 
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+
+from .config import ComponentRef, Config
 
 from .kinds import KINDS
 from .plugins import load_registry
@@ -27,11 +30,34 @@ def _default(field: FieldInfo) -> str:
     return f"`{field.get_default(call_default_factory=True)!r}`"
 
 
+def _config_rows(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """One table row per config key, nested tables flattened to dotted keys."""
+    rows = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation is not ComponentRef:
+            rows += _config_rows(annotation, f"{key}.")
+            continue
+        text = str(annotation)
+        if "ComponentRef" in text:
+            kind = "list of components" if text.startswith("list") else "component"
+        else:
+            kind = _type(field)
+        description = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `{key}` | `{kind.replace('|', 'or')}` | {_default(field)} | {description} |")
+    return rows
+
+
 def markdown(registry: Registry) -> str:
-    """One section per kind, one table of parameters per component."""
-    lines = ["# Component reference", "",
-             "Generated from the registry by `ganforge plugins --markdown`; every parameter below is",
-             "validated when a config is loaded.", ""]
+    """The config file's keys, then one section per kind with a table of parameters per component."""
+    lines = ["# Reference", "",
+             "Generated from the config schema and the registry by `ganforge plugins --markdown`; every",
+             "key and parameter below is validated when a config is loaded.", "",
+             "## Config file keys", "",
+             "A `component` is `\"name\"` or `{ name = \"name\", parameter = value, … }`; its parameters",
+             "are listed under its kind below.", "",
+             "| key | type | default | description |", "|---|---|---|---|", *_config_rows(Config), ""]
     for kind, summary in KINDS.items():
         components = [c for c in registry if c.kind == kind]
         if not components:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .checkpoint import atomic_write
 
@@ -56,12 +56,13 @@ def save_grid(images: torch.Tensor, path: str | Path, caption: str = "") -> None
     """Save a grid PNG, with ``caption`` (e.g. 'PHANTOM data') printed in a band above it."""
     tiled = _pil(grid(images))
     if caption:
-        lines = textwrap.wrap(caption, width=max(8, tiled.width // 6))  # the default font is ~6 px wide
-        band = 4 + 12 * len(lines)
+        font = ImageFont.load_default(size=11)  # Pillow's bundled scalable font, legible on small grids
+        lines = textwrap.wrap(caption.replace("×", "x"), width=max(8, int(tiled.width / 5.5)))
+        band = 4 + 13 * len(lines)
         canvas = Image.new(tiled.mode, (tiled.width, tiled.height + band), 0)
         canvas.paste(tiled, (0, band))
         draw = ImageDraw.Draw(canvas)
         for i, line in enumerate(lines):
-            draw.text((3, 2 + 12 * i), line, fill=255 if tiled.mode == "L" else (255, 255, 255))
+            draw.text((3, 2 + 13 * i), line, font=font, fill=255 if tiled.mode == "L" else (255, 255, 255))
         tiled = canvas
     atomic_write(path, png_bytes(tiled))

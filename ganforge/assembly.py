@@ -32,7 +32,10 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(z)
         features = {4: x}
+        limit = self.head.active_resolution()
         for res, stage in self.stages.items():
+            if limit is not None and int(res) > limit:
+                break
             x = stage(x)
             features[int(res)] = x
         return self.head(features)
@@ -50,7 +53,9 @@ class Discriminator(nn.Module):
     def forward(self, images: list[torch.Tensor]) -> torch.Tensor:
         x = None
         for res, stage in self.stages.items():  # finest first
-            x = stage(self.inputs(int(res), x, images))
+            x = self.inputs(int(res), x, images)
+            if x is not None:  # None: above a growing network's current resolution
+                x = stage(x)
         return self.head(self.inputs(4, x, images))
 
 

@@ -27,6 +27,7 @@ every layer, attention included, without the component knowing which they are.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
@@ -72,7 +73,13 @@ class GeneratorHead(nn.Module):
 
     ``forward(features)`` gets ``{resolution: [B, C_r, r, r]}`` for every resolution computed so
     far and returns a list of images ordered coarse to fine; the last one is the output image.
+    A growing head (progressive GAN) returns its current resolution from ``active_resolution``;
+    the generator then skips the stages above it.
     """
+
+    def active_resolution(self) -> int | None:
+        """The finest resolution the generator must compute, or ``None`` for all of them."""
+        return None
 
 
 class DiscriminatorInput(nn.Module):
@@ -81,7 +88,8 @@ class DiscriminatorInput(nn.Module):
     ``forward(resolution, features, images)``: ``features`` is the running feature map at
     ``resolution`` (``None`` at the finest scale) and ``images`` the list the generator emitted
     (or :meth:`Connection.pyramid` of real images). Returns the tensor the block at ``resolution``
-    consumes, with ``in_channels(resolution)`` channels.
+    consumes, with ``in_channels(resolution)`` channels. A growing input returns ``None`` for the
+    resolutions above its current one; the discriminator skips those stages.
     """
 
     def in_channels(self, resolution: int) -> int:  # pragma: no cover - interface
@@ -102,6 +110,26 @@ class Connection(Protocol):
 
     def pyramid(self, images: torch.Tensor, resolutions: Sequence[int]) -> list[torch.Tensor]:
         """Turn a batch of real images into the list the discriminator expects (coarse to fine)."""
+
+
+@dataclass(frozen=True)
+class Growth:
+    """Where a growing connection is at a given step: what the trainer needs to run that step."""
+
+    resolution: int  # the finest resolution trained now
+    alpha: float  # fade-in of that resolution, 0 → 1
+    batch_size: int  # images in this step
+    images_seen: int  # images shown before this step (positions the data stream)
+
+
+@runtime_checkable
+class Growing(Protocol):
+    """Optional for a connection: a schedule (progressive growing). The trainer calls ``growth``
+    before each step and ``set_growth`` on every module that has it (G's head, D's input)."""
+
+    def growth(self, step: int) -> Growth: ...
+
+    def total_steps(self) -> int: ...
 
 
 @runtime_checkable

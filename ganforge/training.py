@@ -35,7 +35,7 @@ from .config import Config, dump_toml
 from .errors import CheckpointError, GanforgeError
 from .evaluation import EvalContext, as_record, run_metrics, subset
 from .images import save_grid, to_float, to_uint8
-from .kinds import ImageDataset
+from .kinds import Growing, Growth, ImageDataset
 from .plugins import plugin_versions
 from .registry import Registry
 from .sampling import generate, latents
@@ -144,22 +144,36 @@ class Trainer:
         return len(self.data.images) // self.config.train.batch_size
 
     def total_steps(self, steps: int | None = None, epochs: float | None = None) -> int:
-        """CLI ``--steps`` wins, then ``--epochs``, then the config's steps, then its epochs. Totals, not increments."""
+        """CLI ``--steps`` wins, then ``--epochs``, then the config's steps, then a growth schedule's
+        length, then the config's epochs. Totals, not increments."""
         train = self.config.train
         if steps is not None:
             return steps
         if epochs is None and train.steps is not None:
             return train.steps
+        if epochs is None and isinstance(self.gan.connection, Growing):
+            return self.gan.connection.total_steps()
         return max(1, math.ceil((epochs if epochs is not None else train.epochs) * self.steps_per_epoch))
 
-    def _batch(self, step: int) -> torch.Tensor:
-        epoch, position = divmod(step, self.steps_per_epoch)
-        if self._order is None or self._order[0] != epoch:
-            g = torch.Generator().manual_seed(_mix(self.config.seed, epoch, 1))
-            self._order = (epoch, torch.randperm(len(self.data.images), generator=g))
+    def growth(self, step: int) -> Growth:
+        """Resolution, fade-in, batch size and data position of ``step`` (fixed unless the model grows)."""
+        if isinstance(self.gan.connection, Growing):
+            return self.gan.connection.growth(step)
         size = self.config.train.batch_size
-        index = self._order[1][position * size : (position + 1) * size].to(self.device)
-        return to_float(self._images[index])
+        return Growth(self.config.model.resolution, 1.0, size, step * size)
+
+    def _batch(self, size: int, seen: int) -> torch.Tensor:
+        """Images ``seen … seen + size`` of the data stream: epoch after epoch, each in its own seeded order."""
+        n = len(self.data.images)
+        positions = torch.arange(seen, seen + size)
+        index = torch.empty(size, dtype=torch.long)
+        for epoch in positions.div(n, rounding_mode="floor").unique().tolist():
+            if self._order is None or self._order[0] != epoch:
+                g = torch.Generator().manual_seed(_mix(self.config.seed, epoch, 1))
+                self._order = (epoch, torch.randperm(n, generator=g))
+            mask = positions // n == epoch
+            index[mask] = self._order[1][positions[mask] % n]
+        return to_float(self._images[index.to(self.device)])
 
     # ------------------------------------------------------------------ one step
 
@@ -171,7 +185,11 @@ class Trainer:
     def train_step(self) -> tuple[float, float]:
         """One discriminator update then one generator update on the same latents."""
         torch.manual_seed(_mix(self.config.seed, self.step, 2))
-        real = self._batch(self.step)
+        growth = self.growth(self.step)
+        for target in (self.gan.connection, *self.G.modules(), *self.D.modules()):
+            if hasattr(target, "set_growth"):  # a growing connection and its modules
+                target.set_growth(growth.resolution, growth.alpha)
+        real = self._batch(growth.batch_size, growth.images_seen)
         for augment in self.augment:
             real = augment(real)
         real_pyramid = self.gan.connection.pyramid(real, self.config.model.resolutions)
@@ -284,17 +302,19 @@ class Trainer:
                    TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=self.console) as progress:
             task = progress.add_task("training", total=total_steps, completed=self.step, stats="")
-            window_start, window_steps = time.perf_counter(), 0
+            window_start, window_images = time.perf_counter(), 0
             while self.step < total_steps:
+                window_images += self.growth(self.step).batch_size
                 loss_d, loss_g = self.train_step()
-                window_steps += 1
                 if self.step % train.log_every == 0 or self.step == total_steps:
                     now = time.perf_counter()
-                    speed = window_steps * train.batch_size / max(now - window_start, 1e-9)
-                    window_start, window_steps = now, 0
+                    speed = window_images / max(now - window_start, 1e-9)
+                    window_start, window_images = now, 0
                     self.log({"step": self.step, "loss_d": loss_d, "loss_g": loss_g,
                               "images_per_second": round(speed, 2), "time": time.time()})
-                    progress.update(task, stats=f"D {loss_d:.3f}  G {loss_g:.3f}  {speed:.1f} img/s")
+                    now_at = self.growth(self.step - 1)
+                    grow = f"{now_at.resolution}px α={now_at.alpha:.2f}  " if isinstance(self.gan.connection, Growing) else ""
+                    progress.update(task, stats=f"{grow}D {loss_d:.3f}  G {loss_g:.3f}  {speed:.1f} img/s")
                 if self.step % train.sample_every == 0:
                     self.sample_grid()
                 if self.config.eval.metrics and self.config.eval.every and self.step % self.config.eval.every == 0:

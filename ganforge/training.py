@@ -293,9 +293,12 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write(self.out / CONFIG_FILE, dump_toml(self.config))
         self.console.print(f"[bold]{self.config.name}[/]: data = {self.data.description}")
-        self.console.print(
-            f"device {self.device}, {self.steps_per_epoch} steps per epoch, step {self.step} → {total_steps}"
-        )
+        if isinstance(self.gan.connection, Growing):
+            start, end = self.growth(self.step), self.growth(max(self.step, total_steps - 1))
+            plan = f"growing {start.resolution}px → {end.resolution}px"
+        else:
+            plan = f"{self.steps_per_epoch} steps per epoch"
+        self.console.print(f"device {self.device}, {plan}, step {self.step} → {total_steps}")
         self.G.train()
         self.D.train()
         columns = (TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -1,5 +1,6 @@
 """Progressive growing: phases, fade-in, shapes, and resume in the middle of a fade."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -104,3 +105,24 @@ def test_weights_saved_mid_growth_sample_at_their_resolution(tmp_path):
     G, _ = load_generator(tmp_path / "run" / "generator_ema.safetensors", load_registry)
     images = next(generate(G, latents(2, 16, 0)))
     assert images.shape == (2, 1, 8, 8)
+
+
+@pytest.mark.slow
+def test_pggan_examples_validate_and_the_paper_recipe_dry_runs():
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from ganforge.cli import main
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    small, _ = load_config(examples / "pggan.toml", load_registry)
+    assert small.model.connection.name == "progressive" and small.loss.name == "wgan_gp"
+    paper, registry = load_config(examples / "pggan_cxr14_1024.toml", load_registry)
+    assert paper.model.resolution == 1024 and paper.model.latent_dim == 512
+    assert list(paper.model.generator.channels.values()) == [512, 512, 512, 512, 256, 128, 64, 32, 16]
+    assert paper.model.connection.params["batch_sizes"][1024] == 12
+    assert (paper.optim.params["lr"], paper.optim.params["betas"], paper.optim.params["eps"]) == (0.001, (0.0, 0.99), 1e-7)
+    result = CliRunner().invoke(main, ["build", str(examples / "pggan_cxr14_1024.toml"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "3×1024×1024" in result.output

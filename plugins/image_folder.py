@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +27,7 @@ from rich.progress import track
 
 from ganforge import hookimpl
 from ganforge.errors import DataError
+from ganforge.kinds import ImageSet
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
 
@@ -139,17 +139,7 @@ class ImageFolderParams(BaseModel):
     limit: int = Field(0, ge=0, description="use at most this many images (0 = all)")
 
 
-@dataclass
-class FolderDataset:
-    """Images decoded from disk, resized to the model resolution, kept in memory."""
-
-    images: torch.Tensor
-    labels: torch.Tensor | None
-    label_names: list[str]
-    description: str
-
-
-def image_folder(*, resolution: int, image_channels: int, **params) -> FolderDataset:
+def image_folder(*, resolution: int, image_channels: int, **params) -> ImageSet:
     """PNG/JPEG/DICOM folder; labels from class sub-folders or a ChestX-ray14-style CSV."""
     p = ImageFolderParams(**params).model_dump()
     root = Path(p["root"]).expanduser()
@@ -181,7 +171,7 @@ def image_folder(*, resolution: int, image_channels: int, **params) -> FolderDat
     if findings:
         labels = torch.tensor([[float(n in fs) for n in names] for fs in findings])
     description = f"image folder {root}: {len(files)} images, {resolution}×{resolution}"
-    return FolderDataset(images, labels, names if findings else [], description)
+    return ImageSet(images, labels, names if findings else [], description)
 
 
 @hookimpl

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from ganforge import hookimpl
+from ganforge.kinds import ImageSet
 
 FINDINGS = ["Cardiomegaly", "Effusion", "Lung_Opacity", "Nodule"]
 PHANTOM_NOTICE = "PHANTOM (procedural, not patient data)"
@@ -179,23 +180,13 @@ class PhantomParams(BaseModel):
     prevalence: float = Field(0.25, ge=0, le=1, description="probability of each finding, drawn independently")
 
 
-@dataclass
-class PhantomDataset:
-    """Procedural chest-radiograph PHANTOM images (offline default; not patient data)."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    label_names: list[str]
-    description: str
-
-
-def phantom(*, size: int, seed: int, prevalence: float, resolution: int, image_channels: int) -> PhantomDataset:
+def phantom(*, size: int, seed: int, prevalence: float, resolution: int, image_channels: int) -> ImageSet:
     """Procedural chest-radiograph PHANTOM with multi-label findings (offline default, not patient data)."""
     images, labels = render_phantoms(size, resolution, seed, prevalence)
     if image_channels == 3:
         images = images.repeat(1, 3, 1, 1)
     description = f"{PHANTOM_NOTICE}: {size} images, seed {seed}, {resolution}×{resolution}"
-    return PhantomDataset(images, labels, list(FINDINGS), description)
+    return ImageSet(images, labels, list(FINDINGS), description)
 
 
 @hookimpl

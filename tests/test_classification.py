@@ -1,0 +1,129 @@
+"""Classifiers, AUROC, `ganforge classify train`, and latent class optimisation mechanics."""
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from ganforge.classification import auroc, holdout_split, load_classifier
+from ganforge.cli import main
+from ganforge.errors import GanforgeError
+from ganforge.lco import LCOSettings, optimise_latents, parse_labels
+from ganforge.plugins import load_registry
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def brute_force_auroc(scores, labels):
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_auroc_against_pairwise_definition():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 10, 200).astype(float)  # many ties
+    labels = rng.random(200) < 0.3
+    ours = auroc(torch.tensor(scores), torch.tensor(labels))
+    assert ours == pytest.approx(brute_force_auroc(scores, labels), abs=1e-12)
+    assert auroc(torch.tensor([0.1, 0.9]), torch.tensor([0, 1])) == 1.0
+    assert math.isnan(auroc(torch.tensor([0.1, 0.9]), torch.tensor([1, 1])))
+
+
+def test_holdout_split_is_disjoint_and_seeded():
+    train, test = holdout_split(100, 0.2, seed=3)
+    assert len(test) == 20 and len(train) == 80 and not set(train.tolist()) & set(test.tolist())
+    assert torch.equal(holdout_split(100, 0.2, seed=3)[1], test)
+
+
+def test_classifier_components_shapes(registry):
+    for name, params in (("small_cnn", {"width": 4}), ("densenet121", {})):
+        for channels in (1, 3):
+            model = registry.build("classifier", name, params, image_channels=channels, num_classes=5)
+            assert model(torch.randn(2, channels, 64, 64)).shape == (2, 5)
+
+
+def test_parse_labels():
+    names = ["Cardiomegaly", "Effusion", "Nodule"]
+    assert parse_labels("Effusion|Nodule", names).tolist() == [0, 1, 1]
+    assert parse_labels("No Finding", names).tolist() == [0, 0, 0]
+    with pytest.raises(GanforgeError, match="unknown finding.*'Efusion'.*knows Cardiomegaly, Effusion, Nodule"):
+        parse_labels("Efusion", names)
+
+
+@pytest.fixture(scope="module")
+def trained_classifier(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cls")
+    result = CliRunner().invoke(main, ["classify", "train", str(EXAMPLES / "classifier.toml"), "--out", str(out),
+                                       "--set", "resolution=32", "--set", "data.size=1200", "--set", "train.epochs=3"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.slow
+def test_classify_train_reports_auroc_above_chance(trained_classifier):
+    import json
+
+    report = json.loads((trained_classifier / "auroc.json").read_text())
+    per_class = report["per_class"]
+    assert sum(v > 0.75 for v in per_class.values() if v is not None) >= 2
+    model, names, config = load_classifier(trained_classifier / "classifier.safetensors", load_registry)
+    assert names == ["Cardiomegaly", "Effusion", "Lung_Opacity", "Nodule"] and config.resolution == 32
+
+
+class Brightness(torch.nn.Module):
+    """A transparent 'classifier': finding k is present when region k of the image is bright."""
+
+    def forward(self, x):
+        quarters = [x[:, :, :8, :8], x[:, :, :8, 8:], x[:, :, 8:, :8], x[:, :, 8:, 8:]]
+        return torch.stack([8 * q.mean((1, 2, 3)) for q in quarters], dim=1)
+
+
+class Painter(torch.nn.Module):
+    """A transparent 'generator': z's first four entries set the brightness of four quadrants."""
+
+    def forward(self, z):
+        levels = torch.tanh(z[:, :4])
+        image = levels.view(-1, 2, 2).repeat_interleave(8, 1).repeat_interleave(8, 2)
+        return [image.unsqueeze(1)]
+
+
+def test_lco_raises_the_requested_probability_and_accepts_exactly():
+    names = ["A", "B", "C", "D"]
+    target = parse_labels("A|D", names)
+    result = optimise_latents(Painter(), Brightness(), target, n=12, latent_dim=8, classifier_resolution=16,
+                              classifier_channels=1, settings=LCOSettings(steps=300, lr=0.1, batch_size=8),
+                              seed=0, device=torch.device("cpu"))
+    assert result.probability_trace[-1] > result.probability_trace[0] + 0.2
+    assert len(result.images) == 12 and result.tried >= 12 and 0 < result.acceptance <= 1
+    probs = torch.sigmoid(Brightness()(result.images.float() / 127.5 - 1))
+    assert bool(((probs[:, [0, 3]] >= 0.5).all(1) & (probs[:, [1, 2]] < 0.5).all(1)).all())
+
+
+@pytest.mark.slow
+def test_tstr_table_has_three_rows(tmp_path):
+    import json
+
+    from ganforge.export import write_dataset
+    from ganforge_plugins.phantom import phantom
+
+    config = tmp_path / "classifier.toml"
+    config.write_text((EXAMPLES / "classifier.toml").read_text().replace("resolution = 64", "resolution = 32")
+                      .replace("size = 3000", "size = 600").replace("epochs = 4", "epochs = 2"))
+    synthetic = phantom(size=200, seed=9, prevalence=0.3, resolution=32, image_channels=1)
+    write_dataset(synthetic, tmp_path / "synthetic", prefix="syn")
+    result = CliRunner().invoke(main, ["evaluate", "--tstr", "--real", str(config), "--fake", str(tmp_path / "synthetic"),
+                                       "--json", str(tmp_path / "tstr.json")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "tstr.json").read_text())
+    assert set(record) == {"real", "synthetic", "real + synthetic", "synthetic_data"}
+    for row in ("real", "synthetic", "real + synthetic"):
+        values = [v for v in record[row]["per_class"].values() if v is not None]
+        assert len(values) == 4 and all(0 <= v <= 1 for v in values)
+        assert 0 <= record[row]["mean"] <= 1
+    assert "real + synthetic" in result.output and "synthetic/images" in record["synthetic_data"]

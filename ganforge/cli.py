@@ -1,4 +1,4 @@
-"""The ``ganforge`` command line: build (train), sample, phantom, plugins."""
+"""The ``ganforge`` command line: build, sample (with latent class optimisation), evaluate, classify, phantom, plugins."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, RegistryError
 from .registry import Registry
@@ -46,6 +46,15 @@ def _power_of_two(value: int, low: int = 4, high: int = 1024) -> bool:
     return low <= value <= high and value & (value - 1) == 0
 
 
+def _image_resolution(value: int) -> int:
+    if not _power_of_two(value, 8, 1024):
+        raise ValueError(f"{value} is not a power of two between 8 and 1024")
+    return value
+
+
+Resolution = Annotated[int, AfterValidator(_image_resolution)]
+
+
 class NetworkConfig(Strict):
     """What the generator and the discriminator share: widths, attention, weight norms."""
 
@@ -75,19 +84,12 @@ class DiscriminatorConfig(NetworkConfig):
 
 
 class ModelConfig(Strict):
-    resolution: int = Field(description="output size, a power of two from 8 to 1024")
+    resolution: Resolution = Field(description="output size, a power of two from 8 to 1024")
     image_channels: Literal[1, 3] = Field(1, description="1 for grayscale, 3 for RGB")
     latent_dim: int = Field(512, ge=1, description="size of z")
     connection: Ref = Field(description="single_scale or multi_scale (MSG-GAN)")
     generator: GeneratorConfig
     discriminator: DiscriminatorConfig
-
-    @field_validator("resolution")
-    @classmethod
-    def _resolution(cls, value: int) -> int:
-        if not _power_of_two(value, 8, 1024):
-            raise ValueError(f"{value} is not a power of two between 8 and 1024")
-        return value
 
     @model_validator(mode="after")
     def _complete(self) -> ModelConfig:
@@ -304,18 +306,11 @@ class ClassifierConfig(Strict):
     name: str = Field("classifier", description="run name; the default output directory is runs/<name>")
     plugins: list[str] = Field(default_factory=list, description="extra plugin modules to import")
     seed: int = Field(0, description="weights, split and batch order")
-    resolution: int = Field(64, description="images are resized to this (a power of two)")
+    resolution: Resolution = Field(64, description="images are resized to this (a power of two from 8 to 1024)")
     image_channels: Literal[1, 3] = 1
     data: Ref = Field(description="a labelled dataset component (phantom, image_folder with labels)")
     classifier: Ref = Field(description="classifier component: small_cnn or densenet121")
     train: ClassifierTrainConfig = Field(default_factory=ClassifierTrainConfig)
-
-    @field_validator("resolution")
-    @classmethod
-    def _resolution(cls, value: int) -> int:
-        if not _power_of_two(value, 8, 1024):
-            raise ValueError(f"{value} is not a power of two between 8 and 1024")
-        return value
 
     def component_refs(self) -> Iterator[tuple[str, str, ComponentRef]]:
         yield "data", "dataset", self.data

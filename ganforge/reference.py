@@ -11,7 +11,7 @@ from importlib import metadata
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from .config import ComponentRef, Config
+from .config import ClassifierConfig, ComponentRef, Config
 
 from .kinds import KINDS
 from .plugins import load_registry
@@ -57,7 +57,10 @@ def markdown(registry: Registry) -> str:
              "## Config file keys", "",
              "A `component` is `\"name\"` or `{ name = \"name\", parameter = value, … }`; its parameters",
              "are listed under its kind below.", "",
-             "| key | type | default | description |", "|---|---|---|---|", *_config_rows(Config), ""]
+             "| key | type | default | description |", "|---|---|---|---|", *_config_rows(Config), "",
+             "## Classifier config keys", "",
+             "The file `ganforge classify train` and `ganforge evaluate --tstr` read.", "",
+             "| key | type | default | description |", "|---|---|---|---|", *_config_rows(ClassifierConfig), ""]
     for kind, summary in KINDS.items():
         components = [c for c in registry if c.kind == kind]
         if not components:

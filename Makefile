@@ -24,8 +24,9 @@ demo: $(STAMP)
 		--out runs/demo/samples_png --grid runs/demo/samples_grid.png
 	@echo "demo: weights in runs/demo/, training grids in runs/demo/samples/, samples in runs/demo/samples_png/"
 
-# The test suite, then the docs site (strict: a broken link or reference fails the build).
+# Lint, the test suite, then the docs site (strict: a broken link or reference fails the build).
 test: $(STAMP)
+	$(BIN)/ruff check ganforge plugins tests examples benchmarks
 	$(BIN)/python -m pytest
 	$(MAKE) docs
 

@@ -12,11 +12,11 @@ import tempfile
 import time
 
 import torch
+from ganforge_plugins.metrics import FID
+from ganforge_plugins.phantom import render_phantoms
 
 from ganforge.evaluation import EvalContext
 from ganforge.inception import resolve_weights
-from ganforge_plugins.metrics import FID
-from ganforge_plugins.phantom import render_phantoms
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 200
 weights = resolve_weights()

@@ -13,9 +13,8 @@ import sys
 import time
 
 import torch
-from pytorch_msssim import ms_ssim as library_ms_ssim
-
 from ganforge_plugins.metrics import ms_ssim
+from pytorch_msssim import ms_ssim as library_ms_ssim
 
 PAIRS = int(sys.argv[1]) if len(sys.argv) > 1 else 4096
 BATCH = 512

@@ -68,12 +68,16 @@ class GAN:
     connection: Connection
 
 
-def _layers(net: NetworkConfig, registry: Registry, feature_norm: Component | None = None, feature_params=None) -> Layers:
+def _layers(
+    net: NetworkConfig, registry: Registry, feature_norm: Component | None = None, feature_params=None
+) -> Layers:
     norms = [registry.build("weight_norm", ref.name, ref.params) for ref in net.weight_norms]
     factory = None
     if feature_norm is not None:
+
         def factory(channels: int) -> nn.Module:
             return feature_norm.build(feature_params, channels=channels)
+
     return Layers(weight_norms=norms, feature_norm_factory=factory)
 
 
@@ -118,7 +122,10 @@ def build_discriminator(model: ModelConfig, registry: Registry, connection: Conn
     block = registry.get("discriminator_block", net.block.name)
     blocks = block.build(net.block.params, layers=layers)
     ch = {res: net.channels[res] for res in model.resolutions}
-    inputs = tag(connection.discriminator_input(ch, model.image_channels, layers), getattr(connection, "ganforge_component", None))
+    inputs = tag(
+        connection.discriminator_input(ch, model.image_channels, layers),
+        getattr(connection, "ganforge_component", None),
+    )
 
     stages = {}
     for res in reversed(model.resolutions[1:]):

@@ -46,12 +46,20 @@ def holdout_split(n: int, holdout: float, seed: int) -> tuple[torch.Tensor, torc
 
 def build_classifier(config: ClassifierConfig, registry: Registry, num_classes: int) -> nn.Module:
     ref = config.classifier
-    return registry.build("classifier", ref.name, ref.params, image_channels=config.image_channels,
-                          num_classes=num_classes)
+    return registry.build(
+        "classifier", ref.name, ref.params, image_channels=config.image_channels, num_classes=num_classes
+    )
 
 
-def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, train: ClassifierTrainConfig,
-        seed: int, device: torch.device, description: str = "classifier") -> nn.Module:
+def fit(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    train: ClassifierTrainConfig,
+    seed: int,
+    device: torch.device,
+    description: str = "classifier",
+) -> nn.Module:
     """Adam on binary cross-entropy over uint8 ``images`` and multi-hot ``labels``."""
     model = model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
@@ -78,8 +86,10 @@ def fit(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, train: Cla
 def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
     """Sigmoid probabilities ``[N, K]`` for uint8 images."""
     model = model.to(device).eval()
-    out = [torch.sigmoid(model(to_float(images[i : i + batch_size]).to(device))).cpu()
-           for i in range(0, len(images), batch_size)]
+    out = [
+        torch.sigmoid(model(to_float(images[i : i + batch_size]).to(device))).cpu()
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(out)
 
 
@@ -104,8 +114,9 @@ class ClassifierRun:
 def train_on_dataset(config: ClassifierConfig, registry: Registry, device: torch.device) -> ClassifierRun:
     """Build the config's dataset, split it, train, and score the held-out part."""
     ref = config.data
-    data = registry.build("dataset", ref.name, ref.params, resolution=config.resolution,
-                          image_channels=config.image_channels)
+    data = registry.build(
+        "dataset", ref.name, ref.params, resolution=config.resolution, image_channels=config.image_channels
+    )
     if data.labels is None or not data.label_names:
         raise DataError(f"data: {data.description} has no labels to train a classifier on")
     train_idx, test_idx = holdout_split(len(data.images), config.train.holdout, config.seed)
@@ -117,13 +128,15 @@ def train_on_dataset(config: ClassifierConfig, registry: Registry, device: torch
     return ClassifierRun(model, list(data.label_names), scores, len(train_idx), len(test_idx))
 
 
-def train_on_synthetic(config: ClassifierConfig, registry: Registry, synthetic: Any,
-                       device: torch.device) -> dict[str, dict[str, float]]:
+def train_on_synthetic(
+    config: ClassifierConfig, registry: Registry, synthetic: Any, device: torch.device
+) -> dict[str, dict[str, float]]:
     """Train-on-synthetic/test-on-real: one classifier each on (a) the real training split,
     (b) the synthetic set, (c) both; all tested on the same held-out real images."""
     ref = config.data
-    real = registry.build("dataset", ref.name, ref.params, resolution=config.resolution,
-                          image_channels=config.image_channels)
+    real = registry.build(
+        "dataset", ref.name, ref.params, resolution=config.resolution, image_channels=config.image_channels
+    )
     if real.labels is None or not real.label_names:
         raise DataError(f"data: {real.description} has no labels")
     missing = [n for n in real.label_names if n not in synthetic.label_names]
@@ -135,8 +148,10 @@ def train_on_synthetic(config: ClassifierConfig, registry: Registry, synthetic: 
     sets = {
         "real": (real.images[train_idx], real.labels[train_idx]),
         "synthetic": (syn_images, syn_labels),
-        "real + synthetic": (torch.cat([real.images[train_idx], syn_images]),
-                             torch.cat([real.labels[train_idx], syn_labels])),
+        "real + synthetic": (
+            torch.cat([real.images[train_idx], syn_images]),
+            torch.cat([real.labels[train_idx], syn_labels]),
+        ),
     }
     results = {}
     for name, (images, labels) in sets.items():
@@ -149,11 +164,21 @@ def train_on_synthetic(config: ClassifierConfig, registry: Registry, synthetic: 
 
 
 def save_classifier(path: str | Path, run: ClassifierRun, config: ClassifierConfig) -> None:
-    save_module(path, run.model, {"ganforge.role": "classifier", "ganforge.classifier_config": config.model_dump(mode="json"),
-                                  "ganforge.label_names": run.label_names, "ganforge.test_auroc": run.test_auroc})
+    save_module(
+        path,
+        run.model,
+        {
+            "ganforge.role": "classifier",
+            "ganforge.classifier_config": config.model_dump(mode="json"),
+            "ganforge.label_names": run.label_names,
+            "ganforge.test_auroc": run.test_auroc,
+        },
+    )
 
 
-def load_classifier(path: str | Path, registry_for: Callable[[list[str]], Registry]) -> tuple[nn.Module, list[str], ClassifierConfig]:
+def load_classifier(
+    path: str | Path, registry_for: Callable[[list[str]], Registry]
+) -> tuple[nn.Module, list[str], ClassifierConfig]:
     """A classifier written by :func:`save_classifier`, in eval mode, with its label names."""
     raw = read_metadata(path, "ganforge.classifier_config")
     names = read_metadata(path, "ganforge.label_names")

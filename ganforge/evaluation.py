@@ -65,7 +65,9 @@ class EvalContext:
         return self._memo[key]
 
     @torch.no_grad()
-    def _extract(self, images: torch.Tensor, extractor: str, layer: str, weights: Path | None, side: str) -> torch.Tensor:
+    def _extract(
+        self, images: torch.Tensor, extractor: str, layer: str, weights: Path | None, side: str
+    ) -> torch.Tensor:
         model = inception.create_extractor(extractor, layer, weights, self.device)
         chunks = []
         batches = range(0, len(images), self.batch_size)

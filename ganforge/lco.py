@@ -37,8 +37,10 @@ def parse_labels(text: str, names: list[str]) -> torch.Tensor:
         return torch.zeros(len(names))
     unknown = [w for w in wanted if w not in names]
     if unknown or not wanted:
-        raise GanforgeError(f"--labels {text!r}: unknown finding(s) {unknown}; the classifier knows "
-                            f"{', '.join(names)} (or '{NO_FINDING}')")
+        raise GanforgeError(
+            f"--labels {text!r}: unknown finding(s) {unknown}; the classifier knows "
+            f"{', '.join(names)} (or '{NO_FINDING}')"
+        )
     return torch.tensor([float(n in wanted) for n in names])
 
 
@@ -73,9 +75,19 @@ def _classifier_input(images: torch.Tensor, resolution: int, channels: int) -> t
     return x
 
 
-def optimise_latents(generator: nn.Module, classifier: nn.Module, target: torch.Tensor, n: int, latent_dim: int,
-                     classifier_resolution: int, classifier_channels: int, settings: LCOSettings, seed: int,
-                     device: torch.device, progress: Progress | None = None) -> LCOResult:
+def optimise_latents(
+    generator: nn.Module,
+    classifier: nn.Module,
+    target: torch.Tensor,
+    n: int,
+    latent_dim: int,
+    classifier_resolution: int,
+    classifier_channels: int,
+    settings: LCOSettings,
+    seed: int,
+    device: torch.device,
+    progress: Progress | None = None,
+) -> LCOResult:
     """Accept up to ``n`` latents whose images the classifier labels exactly as ``target``."""
     generator = generator.to(device).eval().requires_grad_(False)
     classifier = classifier.to(device).eval().requires_grad_(False)

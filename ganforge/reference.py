@@ -12,7 +12,6 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from .config import ClassifierConfig, ComponentRef, Config
-
 from .kinds import KINDS
 from .plugins import load_registry
 from .registry import Registry
@@ -51,16 +50,30 @@ def _config_rows(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 def markdown(registry: Registry) -> str:
     """The config file's keys, then one section per kind with a table of parameters per component."""
-    lines = ["# Reference", "",
-             "Generated from the config schema and the registry by `ganforge plugins --markdown`; every",
-             "key and parameter below is validated when a config is loaded.", "",
-             "## Config file keys", "",
-             "A `component` is `\"name\"` or `{ name = \"name\", parameter = value, … }`; its parameters",
-             "are listed under its kind below.", "",
-             "| key | type | default | description |", "|---|---|---|---|", *_config_rows(Config), "",
-             "## Classifier config keys", "",
-             "The file `ganforge classify train` and `ganforge evaluate --tstr` read.", "",
-             "| key | type | default | description |", "|---|---|---|---|", *_config_rows(ClassifierConfig), ""]
+    lines = [
+        "# Reference",
+        "",
+        "Generated from the config schema and the registry by `ganforge plugins --markdown`; every",
+        "key and parameter below is validated when a config is loaded.",
+        "",
+        "## Config file keys",
+        "",
+        'A `component` is `"name"` or `{ name = "name", parameter = value, … }`; its parameters',
+        "are listed under its kind below.",
+        "",
+        "| key | type | default | description |",
+        "|---|---|---|---|",
+        *_config_rows(Config),
+        "",
+        "## Classifier config keys",
+        "",
+        "The file `ganforge classify train` and `ganforge evaluate --tstr` read.",
+        "",
+        "| key | type | default | description |",
+        "|---|---|---|---|",
+        *_config_rows(ClassifierConfig),
+        "",
+    ]
     for kind, summary in KINDS.items():
         components = [c for c in registry if c.kind == kind]
         if not components:

@@ -35,8 +35,9 @@ def latents(n: int, latent_dim: int, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(generator: Generator, z: torch.Tensor, batch_size: int = 64,
-             device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
+def generate(
+    generator: Generator, z: torch.Tensor, batch_size: int = 64, device: torch.device | str = "cpu"
+) -> Iterator[torch.Tensor]:
     """Yield ``uint8 [b, C, R, R]`` batches of the generator's final-scale output for latents ``z``."""
     generator = generator.to(device)
     for start in range(0, len(z), batch_size):

@@ -35,8 +35,13 @@ def trace(network: nn.Module, *inputs: Any) -> tuple[list[Row], Any]:
         component = getattr(module, "ganforge_component", None)
         if component is None or any(name.startswith(f"{outer}.") for outer in rows):
             continue  # untagged glue, or a part of a component already listed (its pixel norms)
-        rows[name] = Row(name, f"{component.kind}:{component.name}", component.plugin, [],
-                         sum(p.numel() for p in module.parameters()))
+        rows[name] = Row(
+            name,
+            f"{component.kind}:{component.name}",
+            component.plugin,
+            [],
+            sum(p.numel() for p in module.parameters()),
+        )
 
         def hook(mod, args, output, name=name):
             rows[name].shapes.append(_shape(output))

@@ -41,14 +41,24 @@ from .registry import Registry
 from .sampling import generate, latents
 
 CONFIG_FILE = "config.toml"
-GENERATOR, GENERATOR_EMA, DISCRIMINATOR = "generator.safetensors", "generator_ema.safetensors", "discriminator.safetensors"
+GENERATOR, GENERATOR_EMA, DISCRIMINATOR = (
+    "generator.safetensors",
+    "generator_ema.safetensors",
+    "discriminator.safetensors",
+)
 GENERATOR_BEST = "generator_best.safetensors"  # the EMA generator with the lowest FID so far
 TRAIN_STATE = "train_state.safetensors"
 METRICS = "metrics.jsonl"
 
 # Keys that may differ between a run and its resumption (they say how long/where, not what).
-RESUMABLE_CHANGES = {"train.steps", "train.epochs", "train.log_every", "train.sample_every",
-                     "train.checkpoint_every", "train.device"}
+RESUMABLE_CHANGES = {
+    "train.steps",
+    "train.epochs",
+    "train.log_every",
+    "train.sample_every",
+    "train.checkpoint_every",
+    "train.device",
+}
 
 
 def _mix(*numbers: int) -> int:
@@ -102,8 +112,9 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 class Trainer:
     """Builds everything a run needs from a validated config and trains it into ``out``."""
 
-    def __init__(self, config: Config, registry: Registry, out: str | Path, device: str = "auto",
-                 console: Console | None = None):
+    def __init__(
+        self, config: Config, registry: Registry, out: str | Path, device: str = "auto", console: Console | None = None
+    ):
         self.config, self.registry, self.out = config, registry, Path(out)
         self.device = select_device(device if device != "auto" else config.train.device)
         self.console = console or Console(stderr=True)
@@ -218,13 +229,21 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write(self.out / CONFIG_FILE, dump_toml(self.config))
         data = self.data.description
-        for name, module, role in ((GENERATOR, self.G, "generator"), (GENERATOR_EMA, self.G_ema, "generator"),
-                                   (DISCRIMINATOR, self.D, "discriminator")):
+        for name, module, role in (
+            (GENERATOR, self.G, "generator"),
+            (GENERATOR_EMA, self.G_ema, "generator"),
+            (DISCRIMINATOR, self.D, "discriminator"),
+        ):
             save_module(self.out / name, module, model_metadata(self.config, self.registry, role, self.step, data))
         g_tensors, g_struct = optimizer_tensors("opt_g", self.opt_g)
         d_tensors, d_struct = optimizer_tensors("opt_d", self.opt_d)
-        state = {"step": self.step, "opt_g": g_struct, "opt_d": d_struct, "config": self.config.to_dict(),
-                 "best_fid": self.best_fid}
+        state = {
+            "step": self.step,
+            "opt_g": g_struct,
+            "opt_d": d_struct,
+            "config": self.config.to_dict(),
+            "best_fid": self.best_fid,
+        }
         save_tensors(self.out / TRAIN_STATE, {**g_tensors, **d_tensors}, {"ganforge.train_state": state})
 
     def resume(self, run: str | Path) -> None:
@@ -235,8 +254,11 @@ class Trainer:
         tensors, meta = load_tensors(run / TRAIN_STATE)
         state = json.loads(meta["ganforge.train_state"])
         saved, ours = _flat(state["config"]), _flat(self.config.to_dict())
-        changed = sorted(k for k in saved.keys() | ours.keys() if saved.get(k) != ours.get(k)
-                         and k not in RESUMABLE_CHANGES and not k.startswith("eval."))
+        changed = sorted(
+            k
+            for k in saved.keys() | ours.keys()
+            if saved.get(k) != ours.get(k) and k not in RESUMABLE_CHANGES and not k.startswith("eval.")
+        )
         if changed:
             raise CheckpointError(f"--resume {run}: the config differs from the run's in {', '.join(changed)}")
         load_module(run / GENERATOR, self.G)
@@ -301,8 +323,14 @@ class Trainer:
         self.console.print(f"device {self.device}, {plan}, step {self.step} → {total_steps}")
         self.G.train()
         self.D.train()
-        columns = (TextColumn("[bold blue]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn())
+        columns = (
+            TextColumn("[bold blue]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns, console=self.console) as progress:
             task = progress.add_task("training", total=total_steps, completed=self.step, stats="")
             window_start, window_images = time.perf_counter(), 0
@@ -313,10 +341,21 @@ class Trainer:
                     now = time.perf_counter()
                     speed = window_images / max(now - window_start, 1e-9)
                     window_start, window_images = now, 0
-                    self.log({"step": self.step, "loss_d": loss_d, "loss_g": loss_g,
-                              "images_per_second": round(speed, 2), "time": time.time()})
+                    self.log(
+                        {
+                            "step": self.step,
+                            "loss_d": loss_d,
+                            "loss_g": loss_g,
+                            "images_per_second": round(speed, 2),
+                            "time": time.time(),
+                        }
+                    )
                     now_at = self.growth(self.step - 1)
-                    grow = f"{now_at.resolution}px α={now_at.alpha:.2f}  " if isinstance(self.gan.connection, Growing) else ""
+                    grow = (
+                        f"{now_at.resolution}px α={now_at.alpha:.2f}  "
+                        if isinstance(self.gan.connection, Growing)
+                        else ""
+                    )
                     progress.update(task, stats=f"{grow}D {loss_d:.3f}  G {loss_g:.3f}  {speed:.1f} img/s")
                 if self.step % train.sample_every == 0:
                     self.sample_grid()

@@ -38,7 +38,9 @@ class SmallCNN(nn.Module):
 
 class DenseNetParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    weights: str = Field("", description="initial weights: a torchvision densenet121 state dict (safetensors); '' = random")
+    weights: str = Field(
+        "", description="initial weights: a torchvision densenet121 state dict (safetensors); '' = random"
+    )
     drop_rate: float = Field(0.0, ge=0, lt=1)
 
 

@@ -128,7 +128,9 @@ def _from_folders(root: Path, p: dict) -> tuple[list[Path], list[list[str]]]:
 class ImageFolderParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     root: str = Field(description="folder of images (relative paths are relative to the working directory)")
-    labels_csv: str = Field("", description="CSV with image names and '|'-separated findings; '' = use class sub-folders")
+    labels_csv: str = Field(
+        "", description="CSV with image names and '|'-separated findings; '' = use class sub-folders"
+    )
     image_column: str = "Image Index"
     label_column: str = "Finding Labels"
     separator: str = "|"

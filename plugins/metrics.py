@@ -72,9 +72,18 @@ class KID:
         from torch_fidelity.metric_kid import kid_features_to_metric
 
         real, fake = _features(ctx, self.p)
-        out = kid_features_to_metric(fake, real, kid_subsets=self.p.subsets, kid_subset_size=self.subset_size(ctx),
-                                     kid_degree=3, kid_gamma=None, kid_coef0=1, kid_kernel="poly",
-                                     rng_seed=self.p.seed, verbose=False)
+        out = kid_features_to_metric(
+            fake,
+            real,
+            kid_subsets=self.p.subsets,
+            kid_subset_size=self.subset_size(ctx),
+            kid_degree=3,
+            kid_gamma=None,
+            kid_coef0=1,
+            kid_kernel="poly",
+            rng_seed=self.p.seed,
+            verbose=False,
+        )
         return {"kid_mean": out["kernel_inception_distance_mean"], "kid_std": out["kernel_inception_distance_std"]}
 
     def protocol(self, ctx: EvalContext) -> str:
@@ -95,8 +104,9 @@ class PrecisionRecall:
         from torch_fidelity.metric_prc import prc_features_to_metric
 
         real, fake = _features(ctx, self.p)
-        out = prc_features_to_metric(fake, real, prc_neighborhood=self.p.neighborhood, prc_batch_size=10000,
-                                     save_cpu_ram=False, verbose=False)
+        out = prc_features_to_metric(
+            fake, real, prc_neighborhood=self.p.neighborhood, prc_batch_size=10000, save_cpu_ram=False, verbose=False
+        )
         return {"precision": out["precision"], "recall": out["recall"], "f_score": out["f_score"]}
 
     def protocol(self, ctx: EvalContext) -> str:
@@ -123,8 +133,9 @@ def auto_scales(side: int, win_size: int, limit: int = 5) -> int:
     return scales
 
 
-def ms_ssim(x: torch.Tensor, y: torch.Tensor, scales: int = 5, win_size: int = 11, sigma: float = 1.5,
-            data_range: float = 255.0) -> torch.Tensor:
+def ms_ssim(
+    x: torch.Tensor, y: torch.Tensor, scales: int = 5, win_size: int = 11, sigma: float = 1.5, data_range: float = 255.0
+) -> torch.Tensor:
     """Per-pair MS-SSIM ``[B]`` of float images ``[B, C, H, W]``.
 
     pytorch-msssim's algorithm (its ``_ssim`` per scale, 2×2 average pooling between scales) with
@@ -198,8 +209,10 @@ class MSSSIM:
         scales = self.scales(side)
         weights = "Wang et al. weights" if scales == 5 else f"first {scales} Wang et al. weights renormalised"
         pairs = self.p.pairs or f"{len(ctx.real) // 2}/{len(ctx.fake) // 2} disjoint"
-        return (f"MS-SSIM, {scales} scales, {self.p.win_size}-px Gaussian window σ={self.p.sigma}, {weights}, "
-                f"{pairs} random pairs per set at {side}×{side}")
+        return (
+            f"MS-SSIM, {scales} scales, {self.p.win_size}-px Gaussian window σ={self.p.sigma}, {weights}, "
+            f"{pairs} random pairs per set at {side}×{side}"
+        )
 
 
 @hookimpl

@@ -79,7 +79,9 @@ class ProgressiveInput(DiscriminatorInput):
     def in_channels(self, resolution: int) -> int:
         return self.channels[resolution]
 
-    def forward(self, resolution: int, features: torch.Tensor | None, images: list[torch.Tensor]) -> torch.Tensor | None:
+    def forward(
+        self, resolution: int, features: torch.Tensor | None, images: list[torch.Tensor]
+    ) -> torch.Tensor | None:
         current, alpha = self.growth.current()
         image = images[-1]
         if resolution > current:
@@ -95,7 +97,9 @@ class ProgressiveInput(DiscriminatorInput):
 class ProgressiveParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     start_resolution: int = Field(4, ge=4, description="the first phase's resolution")
-    phase_images: dict[int, int] = Field(default_factory=dict, description="images shown per resolution (fade + stable)")
+    phase_images: dict[int, int] = Field(
+        default_factory=dict, description="images shown per resolution (fade + stable)"
+    )
     default_phase_images: int = Field(800_000, ge=1, description="for resolutions missing from phase_images")
     fade_images: int = Field(800_000, ge=0, description="images over which a new resolution fades in (α 0 → 1)")
     batch_sizes: dict[int, int] = Field(default_factory=dict, description="batch size per resolution")
@@ -105,8 +109,16 @@ class ProgressiveParams(BaseModel):
 class ProgressiveConnection:
     """Progressive growing (PGGAN): grow from start_resolution to the model resolution with fade-ins."""
 
-    def __init__(self, *, start_resolution: int, phase_images: dict[int, int], default_phase_images: int,
-                 fade_images: int, batch_sizes: dict[int, int], default_batch_size: int):
+    def __init__(
+        self,
+        *,
+        start_resolution: int,
+        phase_images: dict[int, int],
+        default_phase_images: int,
+        fade_images: int,
+        batch_sizes: dict[int, int],
+        default_batch_size: int,
+    ):
         self.start = start_resolution
         self.phase_images, self.default_phase_images = phase_images, default_phase_images
         self.fade_images = fade_images

@@ -125,8 +125,10 @@ class SaadMSSSIM:
         return {"ms_ssim_saad2022_real": self.score(ctx.real), "ms_ssim_saad2022_fake": self.score(ctx.fake)}
 
     def protocol(self, ctx: EvalContext) -> str:
-        return ("saad2022 MS-SSIM (sewar msssim: 5 scales, 11-px Gaussian 'valid', box downsampling, complex powers) "
-                f"on consecutive pairs at 128×128: {len(ctx.real) // 2}/{len(ctx.fake) // 2} pairs")
+        return (
+            "saad2022 MS-SSIM (sewar msssim: 5 scales, 11-px Gaussian 'valid', box downsampling, complex powers) "
+            f"on consecutive pairs at 128×128: {len(ctx.real) // 2}/{len(ctx.fake) // 2} pairs"
+        )
 
 
 # --------------------------------------------------------------------------- FID (torchvision Inception)
@@ -138,10 +140,21 @@ class Mixed6eFeatures(nn.Module):
     def __init__(self, inception: nn.Module):
         super().__init__()
         self.layers = nn.Sequential(
-            inception.Conv2d_1a_3x3, inception.Conv2d_2a_3x3, inception.Conv2d_2b_3x3, nn.MaxPool2d(3, 2),
-            inception.Conv2d_3b_1x1, inception.Conv2d_4a_3x3, nn.MaxPool2d(3, 2),
-            inception.Mixed_5b, inception.Mixed_5c, inception.Mixed_5d, inception.Mixed_6a,
-            inception.Mixed_6b, inception.Mixed_6c, inception.Mixed_6d, inception.Mixed_6e,
+            inception.Conv2d_1a_3x3,
+            inception.Conv2d_2a_3x3,
+            inception.Conv2d_2b_3x3,
+            nn.MaxPool2d(3, 2),
+            inception.Conv2d_3b_1x1,
+            inception.Conv2d_4a_3x3,
+            nn.MaxPool2d(3, 2),
+            inception.Mixed_5b,
+            inception.Mixed_5c,
+            inception.Mixed_5d,
+            inception.Mixed_6a,
+            inception.Mixed_6b,
+            inception.Mixed_6c,
+            inception.Mixed_6d,
+            inception.Mixed_6e,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -164,7 +177,7 @@ def torchvision_inception(weights: str) -> Mixed6eFeatures:
         except Exception as exc:  # network errors of every kind
             raise GanforgeError(
                 f"saad2022_fid needs torchvision's ImageNet Inception-V3 weights and the download failed ({exc}); "
-                "save them as safetensors where there is a network and pass { name = \"saad2022_fid\", weights = FILE }"
+                'save them as safetensors where there is a network and pass { name = "saad2022_fid", weights = FILE }'
             ) from None
     model.load_state_dict(state)
     return Mixed6eFeatures(model).eval()
@@ -212,13 +225,18 @@ class SaadFID:
 
     def __call__(self, ctx: EvalContext) -> dict[str, float]:
         values = np.array(self.batch_fids(ctx))
-        return {"fid_saad2022_mean": float(values.mean()), "fid_saad2022_std": float(values.std()),
-                "fid_saad2022_batches": float(len(values))}
+        return {
+            "fid_saad2022_mean": float(values.mean()),
+            "fid_saad2022_std": float(values.std()),
+            "fid_saad2022_batches": float(len(values)),
+        }
 
     def protocol(self, ctx: EvalContext) -> str:
-        return ("saad2022 FID (torchvision ImageNet Inception-V3, 768-d Mixed_6e, resize 128 then 299): "
-                f"mean over {min(len(ctx.real), len(ctx.fake)) // BATCH} pairs of shuffled {BATCH}-image batches; "
-                "not comparable with a standard FID")
+        return (
+            "saad2022 FID (torchvision ImageNet Inception-V3, 768-d Mixed_6e, resize 128 then 299): "
+            f"mean over {min(len(ctx.real), len(ctx.fake)) // BATCH} pairs of shuffled {BATCH}-image batches; "
+            "not comparable with a standard FID"
+        )
 
 
 @hookimpl

@@ -1,11 +1,10 @@
 import pytest
 import torch
+from conftest import write_tiny
 
 from ganforge.assembly import build_gan, build_generator
 from ganforge.config import load_config
 from ganforge.plugins import load_registry
-
-from conftest import write_tiny
 
 
 def tiny_model(tmp_path, *overrides):
@@ -18,9 +17,13 @@ def test_shapes_at_every_resolution(tmp_path, resolution, combine):
     widths = {r: 8 for r in (4, 8, 16, 32, 64, 128) if r <= resolution}
     table = "{" + ", ".join(f"{r} = {w}" for r, w in widths.items()) + "}"
     config, registry = tiny_model(
-        tmp_path, f"model.resolution={resolution}", f"model.generator.channels={table}",
-        f"model.discriminator.channels={table}", f"model.connection.combine='{combine}'",
-        "model.generator.attention_resolutions=[8]", "model.discriminator.attention_resolutions=[8]",
+        tmp_path,
+        f"model.resolution={resolution}",
+        f"model.generator.channels={table}",
+        f"model.discriminator.channels={table}",
+        f"model.connection.combine='{combine}'",
+        "model.generator.attention_resolutions=[8]",
+        "model.discriminator.attention_resolutions=[8]",
         "model.image_channels=3",
     )
     gan = build_gan(config.model, registry)

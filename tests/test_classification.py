@@ -1,6 +1,5 @@
 """Classifiers, AUROC, `ganforge classify train`, and latent class optimisation mechanics."""
 
-import csv
 import math
 from pathlib import Path
 
@@ -59,8 +58,22 @@ def test_parse_labels():
 @pytest.fixture(scope="module")
 def trained_classifier(tmp_path_factory):
     out = tmp_path_factory.mktemp("cls")
-    result = CliRunner().invoke(main, ["classify", "train", str(EXAMPLES / "classifier.toml"), "--out", str(out),
-                                       "--set", "resolution=32", "--set", "data.size=1200", "--set", "train.epochs=3"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "classify",
+            "train",
+            str(EXAMPLES / "classifier.toml"),
+            "--out",
+            str(out),
+            "--set",
+            "resolution=32",
+            "--set",
+            "data.size=1200",
+            "--set",
+            "train.epochs=3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -96,9 +109,18 @@ class Painter(torch.nn.Module):
 def test_lco_raises_the_requested_probability_and_accepts_exactly():
     names = ["A", "B", "C", "D"]
     target = parse_labels("A|D", names)
-    result = optimise_latents(Painter(), Brightness(), target, n=12, latent_dim=8, classifier_resolution=16,
-                              classifier_channels=1, settings=LCOSettings(steps=300, lr=0.1, batch_size=8),
-                              seed=0, device=torch.device("cpu"))
+    result = optimise_latents(
+        Painter(),
+        Brightness(),
+        target,
+        n=12,
+        latent_dim=8,
+        classifier_resolution=16,
+        classifier_channels=1,
+        settings=LCOSettings(steps=300, lr=0.1, batch_size=8),
+        seed=0,
+        device=torch.device("cpu"),
+    )
     assert result.probability_trace[-1] > result.probability_trace[0] + 0.2
     assert len(result.images) == 12 and result.tried >= 12 and 0 < result.acceptance <= 1
     probs = torch.sigmoid(Brightness()(result.images.float() / 127.5 - 1))
@@ -109,16 +131,33 @@ def test_lco_raises_the_requested_probability_and_accepts_exactly():
 def test_tstr_table_has_three_rows(tmp_path):
     import json
 
-    from ganforge.export import write_dataset
     from ganforge_plugins.phantom import phantom
 
+    from ganforge.export import write_dataset
+
     config = tmp_path / "classifier.toml"
-    config.write_text((EXAMPLES / "classifier.toml").read_text().replace("resolution = 64", "resolution = 32")
-                      .replace("size = 3000", "size = 600").replace("epochs = 4", "epochs = 2"))
+    config.write_text(
+        (EXAMPLES / "classifier.toml")
+        .read_text()
+        .replace("resolution = 64", "resolution = 32")
+        .replace("size = 3000", "size = 600")
+        .replace("epochs = 4", "epochs = 2")
+    )
     synthetic = phantom(size=200, seed=9, prevalence=0.3, resolution=32, image_channels=1)
     write_dataset(synthetic, tmp_path / "synthetic", prefix="syn")
-    result = CliRunner().invoke(main, ["evaluate", "--tstr", "--real", str(config), "--fake", str(tmp_path / "synthetic"),
-                                       "--json", str(tmp_path / "tstr.json")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            "--tstr",
+            "--real",
+            str(config),
+            "--fake",
+            str(tmp_path / "synthetic"),
+            "--json",
+            str(tmp_path / "tstr.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "tstr.json").read_text())
     assert set(record) == {"real", "synthetic", "real + synthetic", "synthetic_data"}

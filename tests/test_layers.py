@@ -5,18 +5,22 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from ganforge.layers import Layers
 from ganforge_plugins.attention import SelfAttention
 from ganforge_plugins.blocks import MinibatchStdDev
 from ganforge_plugins.losses import WGANGP, Hinge, NonSaturating, RelativisticHinge, gradient_penalty
 from ganforge_plugins.norms import EqualizedLR, PixelNorm, SpectralNorm
 
+from ganforge.layers import Layers
+
 
 def attention(channels=32, **kw):
     torch.manual_seed(0)
-    return SelfAttention(channels=channels, layers=Layers(), reduction=kw.get("reduction", 8),
-                         value_reduction=kw.get("value_reduction", 8))
+    return SelfAttention(
+        channels=channels,
+        layers=Layers(),
+        reduction=kw.get("reduction", 8),
+        value_reduction=kw.get("value_reduction", 8),
+    )
 
 
 def test_attention_is_identity_at_init():

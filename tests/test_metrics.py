@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from ganforge_plugins.metrics import FID, KID, MSSSIM, PrecisionRecall, auto_scales, ms_ssim, random_pairs
+from ganforge_plugins.phantom import render_phantoms
 from scipy import linalg
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
+from ganforge.config import ComponentRef
 from ganforge.errors import GanforgeError
 from ganforge.evaluation import EvalContext, as_record, run_metrics
-from ganforge.config import ComponentRef
-from ganforge_plugins.metrics import FID, KID, MSSSIM, PrecisionRecall, auto_scales, ms_ssim, random_pairs
-from ganforge_plugins.phantom import render_phantoms
 
 TEST_EXTRACTOR = "ganforge-test-pool"
 

@@ -3,13 +3,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import write_tiny
 
 from ganforge.assembly import build_gan
 from ganforge.config import load_config
 from ganforge.plugins import load_registry
 from ganforge.training import Trainer
-
-from conftest import write_tiny
 
 GROWING = [
     "model.connection={name = 'progressive', start_resolution = 4, default_phase_images = 32, fade_images = 16, "
@@ -76,8 +75,10 @@ def test_fade_in_at_alpha_zero_is_the_upsampled_lower_resolution(tmp_path):
     torch.testing.assert_close(quarter, 0.75 * upsampled + 0.25 * full)
     real = torch.randn(2, 1, 16, 16)
     gan.connection.set_growth(16, 0.0)
-    torch.testing.assert_close(gan.connection.pyramid(real, [4, 8, 16])[0],
-                               F.interpolate(F.avg_pool2d(real, 2), scale_factor=2.0, mode="nearest"))
+    torch.testing.assert_close(
+        gan.connection.pyramid(real, [4, 8, 16])[0],
+        F.interpolate(F.avg_pool2d(real, 2), scale_factor=2.0, mode="nearest"),
+    )
 
 
 def test_resume_mid_fade_equals_uninterrupted(tmp_path):
@@ -122,7 +123,11 @@ def test_pggan_examples_validate_and_the_paper_recipe_dry_runs():
     assert paper.model.resolution == 1024 and paper.model.latent_dim == 512
     assert list(paper.model.generator.channels.values()) == [512, 512, 512, 512, 256, 128, 64, 32, 16]
     assert paper.model.connection.params["batch_sizes"][1024] == 12
-    assert (paper.optim.params["lr"], paper.optim.params["betas"], paper.optim.params["eps"]) == (0.001, (0.0, 0.99), 1e-7)
+    assert (paper.optim.params["lr"], paper.optim.params["betas"], paper.optim.params["eps"]) == (
+        0.001,
+        (0.0, 0.99),
+        1e-7,
+    )
     result = CliRunner().invoke(main, ["build", str(examples / "pggan_cxr14_1024.toml"), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "3×1024×1024" in result.output

@@ -57,14 +57,33 @@ def test_unknown_kind_is_refused():
 
 def test_bundled_plugins_come_through_entry_points(registry):
     plugins = {c.plugin for c in registry}
-    assert {"attention", "blocks", "connections", "norms", "losses", "optimizers", "augment",
-            "phantom", "image_folder"} <= plugins
+    assert {
+        "attention",
+        "blocks",
+        "connections",
+        "norms",
+        "losses",
+        "optimizers",
+        "augment",
+        "phantom",
+        "image_folder",
+    } <= plugins
     expected = {
-        ("attention", "self_attention"), ("connection", "multi_scale"), ("connection", "single_scale"),
-        ("weight_norm", "spectral"), ("weight_norm", "equalized_lr"), ("feature_norm", "pixel"),
-        ("loss", "relativistic_hinge"), ("loss", "wgan_gp"), ("loss", "hinge"), ("loss", "non_saturating"),
-        ("optimizer", "adam"), ("optimizer", "rmsprop"), ("augment", "hflip"),
-        ("dataset", "phantom"), ("dataset", "image_folder"),
+        ("attention", "self_attention"),
+        ("connection", "multi_scale"),
+        ("connection", "single_scale"),
+        ("weight_norm", "spectral"),
+        ("weight_norm", "equalized_lr"),
+        ("feature_norm", "pixel"),
+        ("loss", "relativistic_hinge"),
+        ("loss", "wgan_gp"),
+        ("loss", "hinge"),
+        ("loss", "non_saturating"),
+        ("optimizer", "adam"),
+        ("optimizer", "rmsprop"),
+        ("augment", "hflip"),
+        ("dataset", "phantom"),
+        ("dataset", "image_folder"),
     }
     assert expected <= {(c.kind, c.name) for c in registry}
     assert all(c.description for c in registry)

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from ganforge_plugins.phantom import render_phantoms
+from ganforge_plugins.saad2022 import SaadFID, SaadMSSSIM, sewar_ms_ssim
 from scipy import signal
 from scipy.ndimage import uniform_filter
 
-from ganforge.evaluation import EvalContext
 from ganforge.errors import GanforgeError
-from ganforge_plugins.phantom import render_phantoms
-from ganforge_plugins.saad2022 import SaadFID, SaadMSSSIM, sewar_ms_ssim
+from ganforge.evaluation import EvalContext
 
 
 def sewar_msssim_numpy(gt: np.ndarray, p: np.ndarray) -> float:

@@ -3,13 +3,12 @@
 import textwrap
 
 import torch
+from conftest import write_tiny
 
 from ganforge.assembly import build_gan
 from ganforge.config import load_config
 from ganforge.plugins import load_registry
 from ganforge.training import Trainer
-
-from conftest import write_tiny
 
 PLUGIN = textwrap.dedent(
     '''

@@ -7,9 +7,9 @@ import torch
 
 from ganforge.checkpoint import load_tensors
 from ganforge.errors import CheckpointError
+from ganforge.plugins import load_registry
 from ganforge.sampling import generate, latents, load_generator
 from ganforge.training import GENERATOR, GENERATOR_EMA, TRAIN_STATE, Trainer
-from ganforge.plugins import load_registry
 
 
 def state(module):
@@ -30,8 +30,15 @@ def test_short_run_moves_weights_and_writes_the_run_directory(tiny, tmp_path):
     assert [x["step"] for x in lines] == [1, 2, 3, 4]
     assert all(torch.isfinite(torch.tensor([x["loss_d"], x["loss_g"]])).all() for x in lines)
     names = {p.name for p in (tmp_path / "run").iterdir()}
-    assert {"config.toml", GENERATOR, GENERATOR_EMA, "discriminator.safetensors", TRAIN_STATE, "metrics.jsonl",
-            "samples"} <= names
+    assert {
+        "config.toml",
+        GENERATOR,
+        GENERATOR_EMA,
+        "discriminator.safetensors",
+        TRAIN_STATE,
+        "metrics.jsonl",
+        "samples",
+    } <= names
     assert not [n for n in names if n.endswith(".tmp")]  # atomic writes leave no temporaries
     assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
     _, meta = load_tensors(tmp_path / "run" / GENERATOR)
@@ -106,11 +113,13 @@ def test_missing_weights_file_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("loss, optim", [("wgan_gp", "rmsprop"), ("hinge", "adam"), ("non_saturating", "adam")])
 def test_other_losses_and_optimizers_train(tmp_path, loss, optim):
-    from ganforge.config import load_config
     from conftest import write_tiny
 
-    config, registry = load_config(write_tiny(tmp_path), load_registry,
-                                   [f"loss.name={loss}", f"optim={{name = '{optim}', lr = 0.001}}"])
+    from ganforge.config import load_config
+
+    config, registry = load_config(
+        write_tiny(tmp_path), load_registry, [f"loss.name={loss}", f"optim={{name = '{optim}', lr = 0.001}}"]
+    )
     trainer = Trainer(config, registry, tmp_path / "run", device="cpu")
     losses = [trainer.train_step() for _ in range(2)]
     assert torch.isfinite(torch.tensor(losses)).all()

@@ -1,8 +1,8 @@
 import pytest
 import torch
+from ganforge_cbam import CBAM
 
 from ganforge.layers import Layers
-from ganforge_cbam import CBAM
 
 
 def cbam(channels=16, **kw):

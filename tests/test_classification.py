@@ -1,5 +1,6 @@
 """Classifiers, AUROC, `ganforge classify train`, and latent class optimisation mechanics."""
 
+import csv
 import math
 from pathlib import Path
 
@@ -166,3 +167,87 @@ def test_tstr_table_has_three_rows(tmp_path):
         assert len(values) == 4 and all(0 <= v <= 1 for v in values)
         assert 0 <= record[row]["mean"] <= 1
     assert "real + synthetic" in result.output and "synthetic/images" in record["synthetic_data"]
+
+
+QUADRANT_PLUGIN = '''
+import torch
+from torch import nn
+
+from ganforge import hookimpl
+
+
+class QuadrantBrightness(nn.Module):
+    """Finding k is 'present' when quadrant k of the image is bright (a transparent classifier)."""
+
+    def __init__(self, *, image_channels, num_classes):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(8.0))
+
+    def forward(self, x):
+        h, w = x.shape[-2] // 2, x.shape[-1] // 2
+        quarters = [x[..., :h, :w], x[..., :h, w:], x[..., h:, :w], x[..., h:, w:]]
+        return torch.stack([self.scale * q.mean((1, 2, 3)) for q in quarters], dim=1)
+
+
+@hookimpl
+def ganforge_register(registry):
+    registry.register("classifier", "quadrant_brightness", QuadrantBrightness)
+'''
+
+
+@pytest.mark.slow
+def test_lco_through_the_cli_writes_the_requested_labels(tmp_path, monkeypatch):
+    from ganforge.classification import ClassifierRun, save_classifier
+    from ganforge.config import ClassifierConfig, load_config, validate_config
+    from ganforge.training import Trainer
+
+    from conftest import write_tiny
+
+    (tmp_path / "quadrant_plugin.py").write_text(QUADRANT_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config, registry = load_config(write_tiny(tmp_path), load_registry)
+    Trainer(config, registry, tmp_path / "gan", device="cpu").fit(2)  # a (barely) trained phantom generator
+
+    registry = load_registry(["quadrant_plugin"])
+    raw = {
+        "plugins": ["quadrant_plugin"],
+        "resolution": 16,
+        "data": {"name": "phantom"},
+        "classifier": {"name": "quadrant_brightness"},
+    }
+    cconfig = validate_config(raw, registry, None, ClassifierConfig)
+    names = ["TopLeft", "TopRight", "BottomLeft", "BottomRight"]
+    model = registry.build("classifier", "quadrant_brightness", image_channels=1, num_classes=4)
+    save_classifier(tmp_path / "c.safetensors", ClassifierRun(model, names, {}, 0, 0), cconfig)
+
+    result = CliRunner().invoke(
+        main,
+        [
+            "sample",
+            "--weights",
+            str(tmp_path / "gan" / "generator.safetensors"),
+            "--classifier",
+            str(tmp_path / "c.safetensors"),
+            "--archive",
+            "TopLeft|BottomRight=3,No Finding=2",
+            "--out",
+            str(tmp_path / "lco"),
+            "--lco-lr",
+            "0.2",
+            "--lco-steps",
+            "300",
+            "--batch-size",
+            "8",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "lco" / "labels.csv").open()))
+    assert [r["Finding Labels"] for r in rows] == ["TopLeft|BottomRight"] * 3 + ["No Finding"] * 2
+    assert "acceptance" in result.output
+    from ganforge_plugins.image_folder import image_folder
+
+    back = image_folder(
+        root=str(tmp_path / "lco"), labels_csv="labels.csv", classes=names, resolution=16, image_channels=1
+    )
+    probs = torch.sigmoid(model(back.images.float() / 127.5 - 1))
+    assert bool(((probs >= 0.5) == back.labels.bool()).all())  # the written images carry their labels

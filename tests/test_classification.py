@@ -197,11 +197,11 @@ def ganforge_register(registry):
 
 @pytest.mark.slow
 def test_lco_through_the_cli_writes_the_requested_labels(tmp_path, monkeypatch):
+    from conftest import write_tiny
+
     from ganforge.classification import ClassifierRun, save_classifier
     from ganforge.config import ClassifierConfig, load_config, validate_config
     from ganforge.training import Trainer
-
-    from conftest import write_tiny
 
     (tmp_path / "quadrant_plugin.py").write_text(QUADRANT_PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -170,20 +170,14 @@ def _sample_lco(generator, config, weights, classifier_path, labels, archive, co
     from .classification import load_classifier
     from .export import write_dataset
     from .kinds import ImageSet
-    from .lco import optimise_latents, parse_labels
+    from .lco import optimise_latents, parse_archive, parse_labels
 
     if classifier_path is None:
         raise click.UsageError("--labels/--archive need --classifier")
     if bool(labels) == bool(archive):
         raise click.UsageError("give exactly one of --labels and --archive")
     model, names, cconfig = load_classifier(classifier_path, load_registry)
-    plan = [(labels, count)] if labels else []
-    for item in (archive or "").split(","):
-        if item.strip():
-            combo, _, number = item.rpartition("=")
-            if not combo or not number.strip().isdigit():
-                raise click.BadParameter(f"{item!r}: expected COMBINATION=COUNT", param_hint="--archive")
-            plan.append((combo, int(number)))
+    plan = [(labels, count)] if labels else parse_archive(archive)
     targets = [(combo, parse_labels(combo, names), n) for combo, n in plan]  # unknown names fail before any work
     images, label_rows, table = [], [], Table(title=f"latent class optimisation ({classifier_path.name})")
     for column in ("labels", "accepted", "tried", "acceptance", "mean steps"):

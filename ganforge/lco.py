@@ -44,6 +44,17 @@ def parse_labels(text: str, names: list[str]) -> torch.Tensor:
     return torch.tensor([float(n in wanted) for n in names])
 
 
+def parse_archive(text: str) -> list[tuple[str, int]]:
+    """``"Effusion=50,Nodule|Effusion=20"`` → [("Effusion", 50), ("Nodule|Effusion", 20)]."""
+    plan = []
+    for item in text.split(","):
+        combo, _, number = item.strip().rpartition("=")
+        if not combo or not number.strip().isdigit() or int(number) < 1:
+            raise GanforgeError(f"--archive {item.strip()!r}: expected COMBINATION=COUNT, e.g. 'Effusion|Nodule=20'")
+        plan.append((combo.strip(), int(number)))
+    return plan
+
+
 @dataclass
 class LCOSettings:
     steps: int = 200

@@ -48,6 +48,16 @@ def test_classifier_components_shapes(registry):
             assert model(torch.randn(2, channels, 64, 64)).shape == (2, 5)
 
 
+def test_parse_archive():
+    from ganforge.lco import parse_archive
+
+    assert parse_archive("Effusion=50, Nodule|Effusion=20") == [("Effusion", 50), ("Nodule|Effusion", 20)]
+    with pytest.raises(GanforgeError, match="expected COMBINATION=COUNT"):
+        parse_archive("Effusion")
+    with pytest.raises(GanforgeError, match="expected COMBINATION=COUNT"):
+        parse_archive("Effusion=0")
+
+
 def test_parse_labels():
     names = ["Cardiomegaly", "Effusion", "Nodule"]
     assert parse_labels("Effusion|Nodule", names).tolist() == [0, 1, 1]

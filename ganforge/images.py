@@ -60,7 +60,7 @@ def save_grid(images: torch.Tensor, path: str | Path, caption: str = "") -> None
         tiled = tiled.resize((tiled.width * factor, tiled.height * factor), Image.NEAREST)
     if caption:
         font = ImageFont.load_default(size=11)  # Pillow's bundled scalable font, legible on small grids
-        lines = textwrap.wrap(caption.replace("×", "x"), width=max(8, int(tiled.width / 5.5)))
+        lines = textwrap.wrap(caption.replace("×", "x"), width=max(8, int(tiled.width / 6.5)))
         band = 4 + 13 * len(lines)
         canvas = Image.new(tiled.mode, (tiled.width, tiled.height + band), 0)
         canvas.paste(tiled, (0, band))

@@ -261,3 +261,35 @@ def test_lco_through_the_cli_writes_the_requested_labels(tmp_path, monkeypatch):
     )
     probs = torch.sigmoid(model(back.images.float() / 127.5 - 1))
     assert bool(((probs >= 0.5) == back.labels.bool()).all())  # the written images carry their labels
+
+
+FIXTURE_G = Path(__file__).resolve().parent / "data" / "demo_generator.safetensors"
+
+
+@pytest.mark.slow
+def test_lco_samples_agree_with_an_independent_classifier():
+    """A phantom-trained G (tests/data), LCO against classifier A, judged by an independently trained B."""
+    from ganforge.classification import predict, train_on_dataset
+    from ganforge.config import ClassifierConfig, load_config
+    from ganforge.sampling import load_generator
+
+    cpu = torch.device("cpu")
+    generator, gconfig = load_generator(FIXTURE_G, load_registry)
+
+    def classifier(*overrides):
+        cfg, reg = load_config(EXAMPLES / "classifier.toml", load_registry, overrides, ClassifierConfig)
+        return train_on_dataset(cfg, reg, cpu).model
+
+    a = classifier()
+    b = classifier("seed=7", "data.seed=2", "classifier.width=8", "train.flip=true")  # other data, init, width
+    names = ["Cardiomegaly", "Effusion", "Lung_Opacity", "Nodule"]
+    settings = LCOSettings(steps=60, batch_size=24, max_tries=96)
+    dim = gconfig.model.latent_dim
+    wanted = optimise_latents(generator, a, parse_labels("Cardiomegaly", names), 24, dim, 64, 1, settings, 0, cpu)
+    plain = optimise_latents(generator, a, parse_labels("No Finding", names), 24, dim, 64, 1, settings, 0, cpu)
+    assert wanted.probability_trace[-1] > wanted.probability_trace[0] + 0.15  # A's probability rises
+    assert len(wanted.images) >= 12 and len(plain.images) >= 12
+    # B ranks the Cardiomegaly samples above the No-Finding ones (0.5 would be chance).
+    scores = torch.cat([predict(b, wanted.images, cpu)[:, 0], predict(b, plain.images, cpu)[:, 0]])
+    truth = torch.cat([torch.ones(len(wanted.images)), torch.zeros(len(plain.images))])
+    assert auroc(scores, truth) > 0.65

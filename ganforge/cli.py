@@ -238,24 +238,18 @@ def phantom(out, count, resolution, seed, prevalence) -> None:
     console.print(f"wrote {count} images ({dataset.description}) to {out / 'images'}/ and labels to {labels}")
 
 
-def _real_images(real: Path, resolution: int | None, channels: int | None):
+def _real_images(real: Path, config, registry, resolution: int | None, channels: int | None):
     """``--real``: a config's dataset (its own resolution) or a folder read at the given resolution."""
-    from .config import load_config
-
-    if real.suffix == ".toml":
-        config, registry = load_config(real, load_registry)
+    if config is not None:
         ref, model = config.data, config.model
-        dataset = registry.build(
+        return registry.build(
             "dataset", ref.name, ref.params, resolution=model.resolution, image_channels=model.image_channels
         )
-        return dataset.images, dataset.description, config
     if resolution is None:
         raise click.UsageError("--real DIR needs --weights (or --resolution) to know the image size")
-    registry = load_registry()
-    dataset = registry.build(
+    return registry.build(
         "dataset", "image_folder", {"root": str(real)}, resolution=resolution, image_channels=channels or 1
     )
-    return dataset.images, dataset.description, None
 
 
 @main.command()
@@ -314,32 +308,32 @@ def evaluate(
 
     if (weights is None) == (fake is None):
         raise click.UsageError("give exactly one of --weights and --fake")
-    dev = select_device(device)
-    generator = channels = None
-    if weights is not None:
-        generator, gconfig = load_generator(weights, load_registry)
-        resolution, channels = gconfig.model.resolution, gconfig.model.image_channels
-    real_images, real_text, config = _real_images(real, resolution, channels)
-    resolution, channels = real_images.shape[-1], real_images.shape[1]
-    real_images = subset(real_images, count, seed)
-    if generator is not None:
-        z = latents(len(real_images), generator.latent_dim, seed)
-        fake_images = torch.cat(list(generate(generator, z, 64, dev)))
-    else:
-        registry = load_registry()
-        fake_images = registry.build(
-            "dataset", "image_folder", {"root": str(fake)}, resolution=resolution, image_channels=channels
-        ).images
-        fake_images = subset(fake_images, count or len(real_images), seed)
+    config, registry = load_config(real, load_registry) if real.suffix == ".toml" else (None, load_registry())
     if metric_names:
         refs = [ComponentRef(name=name.strip()) for name in metric_names.split(",") if name.strip()]
     elif config is not None and config.eval.metrics:
         refs = config.eval.metrics
     else:
         refs = [ComponentRef(name="fid"), ComponentRef(name="ms_ssim")]
-    registry = load_registry(config.plugins if config else ())
     for ref in refs:
         registry.get("metric", ref.name)  # unknown names fail before any work
+    dev = select_device(device)
+    generator = channels = None
+    if weights is not None:
+        generator, gconfig = load_generator(weights, load_registry)
+        resolution, channels = gconfig.model.resolution, gconfig.model.image_channels
+    real_set = _real_images(real, config, registry, resolution, channels)
+    real_text = real_set.description
+    resolution, channels = real_set.images.shape[-1], real_set.images.shape[1]
+    real_images = subset(real_set.images, count, seed)
+    if generator is not None:
+        z = latents(len(real_images), generator.latent_dim, seed)
+        fake_images = torch.cat(list(generate(generator, z, 64, dev)))
+    else:
+        fake_images = registry.build(
+            "dataset", "image_folder", {"root": str(fake)}, resolution=resolution, image_channels=channels
+        ).images
+        fake_images = subset(fake_images, count or len(real_images), seed)
     ctx = EvalContext(real_images, fake_images, dev, resolve_weights(inception_weights), cache=not no_cache)
     results = run_metrics(refs, registry, ctx)
     record = as_record(results, ctx)

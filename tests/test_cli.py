@@ -114,3 +114,10 @@ def test_reference_docs_match_the_registry():
         for name in component.params.model_fields:
             assert f"| `{name}` |" in text
     assert run("plugins", "--markdown", "--bundled").output == text
+
+
+def test_evaluate_refuses_an_unknown_metric_before_any_work(tmp_path):
+    result = run("evaluate", "--fake", tmp_path, "--real", tmp_path, "--resolution", "16", "--metrics", "fid,msssim")
+    assert result.exit_code == 2
+    assert "unknown metric 'msssim'; did you mean ms_ssim" in result.output
+    assert run("evaluate", "--real", tmp_path).exit_code == 2  # neither --weights nor --fake

@@ -46,29 +46,34 @@ class EvalContext:
     cache: bool = True
     cache_hits: list[str] = field(default_factory=list)
     _memo: dict[tuple[str, str, str], torch.Tensor] = field(default_factory=dict, repr=False)
+    _extractors: dict[tuple[str, str], torch.nn.Module] = field(default_factory=dict, repr=False)
 
     def features(self, side: str, extractor: str, layer: str) -> torch.Tensor:
         """``[N, D]`` float features of the ``"real"`` or ``"fake"`` set (real ones cached on disk)."""
         key = (side, extractor, layer)
-        if key not in self._memo:
-            images = self.real if side == "real" else self.fake
-            weights = self.inception_weights if extractor == "inception-v3-compat" else None
-            extractor_id = f"{extractor}-{layer}-{weights.stem if weights else 'download'}"
-            path = cache_dir() / f"{fingerprint(images)}-{extractor_id}.safetensors"
-            if side == "real" and self.cache and path.is_file():
-                self._memo[key] = load_tensors(path)[0]["features"]
-                self.cache_hits.append(side)
-            else:
-                self._memo[key] = self._extract(images, extractor, layer, weights, side)
-                if side == "real" and self.cache:
-                    save_tensors(path, {"features": self._memo[key]}, {"extractor": extractor_id, "count": len(images)})
+        if key in self._memo:
+            return self._memo[key]
+        weights = self.inception_weights if extractor == "inception-v3-compat" else None
+        if side != "real" or not self.cache:
+            self._memo[key] = self._extract(self.fake if side == "fake" else self.real, extractor, layer, weights, side)
+            return self._memo[key]
+        extractor_id = f"{extractor}-{layer}-{weights.stem if weights else 'download'}"
+        path = cache_dir() / f"{fingerprint(self.real)}-{extractor_id}.safetensors"
+        if path.is_file():
+            self._memo[key] = load_tensors(path)[0]["features"]
+            self.cache_hits.append(side)
+        else:
+            self._memo[key] = self._extract(self.real, extractor, layer, weights, side)
+            save_tensors(path, {"features": self._memo[key]}, {"extractor": extractor_id, "count": len(self.real)})
         return self._memo[key]
 
     @torch.no_grad()
     def _extract(
         self, images: torch.Tensor, extractor: str, layer: str, weights: Path | None, side: str
     ) -> torch.Tensor:
-        model = inception.create_extractor(extractor, layer, weights, self.device)
+        if (extractor, layer) not in self._extractors:  # built once, shared by both sets
+            self._extractors[extractor, layer] = inception.create_extractor(extractor, layer, weights, self.device)
+        model = self._extractors[extractor, layer]
         chunks = []
         batches = range(0, len(images), self.batch_size)
         for start in track(batches, description=f"{extractor} features ({side})", transient=True):

@@ -1,34 +1,69 @@
-"""Safetensors weights with JSON metadata, optimizer state without pickle, atomic writes.
+"""Safetensors files with JSON metadata and a checksum of their tensors; atomic writes; no pickle.
 
 A weights file carries its resolved config in the metadata (``ganforge.config``), so
-``ganforge sample`` needs nothing but the file. Nothing is ever pickled.
+``ganforge sample`` needs nothing but the file, and a SHA-256 of its tensors and metadata
+(``ganforge.checksum``), so a bit flipped on disk or a file cut short is noticed on load instead
+of producing silently wrong images. Nothing is ever pickled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save as safetensors_bytes
+from safetensors.torch import save_file
 from torch import nn
 
 from .errors import CheckpointError
 
 FORMAT = "ganforge-1"
+CHECKSUM = "ganforge.checksum"
+TEMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file: mkstemp's 0600 hides results from the group
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (a crash after it cannot bring the old name back)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # platforms without directory file descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temporary(path: Path) -> tuple[int, str]:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    os.fchmod(fd, _FILE_MODE)
+    return fd, tmp
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:
-    """Write to a temporary file beside ``path`` and rename it over ``path``: never half a file."""
+    """Write to a temporary file beside ``path``, fsync, rename over ``path``: never half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temporary(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
@@ -38,48 +73,138 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed process left in ``folder`` (not recursive); return them."""
+    found = sorted(folder.glob(f".*{TEMP_SUFFIX}")) if folder.is_dir() else []
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy())
+
+
+def checksum(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> str:
+    """SHA-256 over every tensor (name, dtype, shape, bytes) and every metadata entry but the checksum."""
+    digest = hashlib.sha256()
+    meta = {k: v for k, v in metadata.items() if k != CHECKSUM}
+    digest.update(json.dumps(meta, sort_keys=True).encode("utf-8"))
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode("utf-8"))
+        digest.update(_tensor_bytes(tensor))
+    return digest.hexdigest()
 
 
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
-    """Safetensors file; metadata values that are not strings are stored as JSON."""
+    """Atomic, checksummed safetensors file; metadata values that are not strings are stored as JSON."""
+    path = Path(path)
     meta = {"format": FORMAT}
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
     plain = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    atomic_write(path, safetensors_bytes(plain, metadata=meta))
+    meta[CHECKSUM] = checksum(plain, meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _temporary(path)
+    os.close(fd)
+    try:
+        save_file(plain, tmp, metadata=meta)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
 
 
-def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    path = Path(path)
+@dataclass(frozen=True)
+class Header:
+    """What a safetensors file declares, read without loading a tensor: shapes, dtypes, metadata."""
+
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, str]
+    metadata: dict[str, str]
+
+    def json(self, path: str | Path, key: str) -> Any:
+        """One JSON metadata entry; a missing or malformed entry names the file and the key."""
+        if key not in self.metadata:
+            raise CheckpointError(f"{path}: no '{key}' in its metadata; was it written by ganforge?")
+        try:
+            return json.loads(self.metadata[key])
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: metadata '{key}' is not valid JSON ({exc})") from None
+
+
+def _readable(path: Path) -> None:
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
+
+
+def read_header(path: str | Path) -> Header:
+    """The header of a safetensors file (safetensors validates offsets against the file size)."""
+    path = Path(path)
+    _readable(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
-    except CheckpointError:
-        raise
+            shapes, dtypes = {}, {}
+            for key in handle.keys():
+                piece = handle.get_slice(key)
+                shapes[key], dtypes[key] = tuple(piece.get_shape()), str(piece.get_dtype())
+            return Header(shapes, dtypes, dict(handle.metadata() or {}))
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except Exception as exc:  # safetensors raises its own error types for truncated/foreign files
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def load_tensors(path: str | Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Every tensor and the metadata; with ``verify``, a file whose checksum does not match is refused.
+
+    Files without a checksum (written before ganforge recorded one) load unverified.
+    """
+    path = Path(path)
+    _readable(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            tensors, meta = {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    if verify and CHECKSUM in meta and checksum(tensors, meta) != meta[CHECKSUM]:
+        raise CheckpointError(f"{path}: checksum mismatch (the file is damaged or was modified)")
+    return tensors, meta
 
 
 def read_metadata(path: str | Path, key: str) -> Any:
-    """One JSON metadata entry of a ganforge weights file."""
-    _, meta = load_tensors(path)
-    if key not in meta:
-        raise CheckpointError(f"{path}: no '{key}' in its metadata; was it written by ganforge?")
-    return json.loads(meta[key])
+    """One JSON metadata entry of a ganforge weights file (no tensor is loaded)."""
+    return read_header(path).json(path, key)
 
 
 def save_module(path: str | Path, module: nn.Module, metadata: Mapping[str, Any]) -> None:
     save_tensors(path, module.state_dict(), metadata)
 
 
-def load_module(path: str | Path, module: nn.Module) -> dict[str, str]:
-    """Load weights into ``module`` (strict) and return the file's metadata."""
-    tensors, meta = load_tensors(path)
+def load_state(path: str | Path, module: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
+    """``module.load_state_dict(tensors)`` (strict), a mismatch reported against ``path``."""
     try:
         module.load_state_dict(tensors)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the model built from its config ({exc})") from exc
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(
+            f"{path}: weights do not fit the model built from its config ({' '.join(first[:3])})"
+        ) from None
+
+
+def load_module(path: str | Path, module: nn.Module) -> dict[str, str]:
+    """Load (and verify) weights into ``module`` (strict) and return the file's metadata."""
+    tensors, meta = load_tensors(path)
+    load_state(path, module, tensors)
     return meta
 
 

@@ -10,18 +10,20 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from rich.progress import track
 from torch import nn
 
-from .checkpoint import load_module, read_metadata, save_module
-from .config import ClassifierConfig, ClassifierTrainConfig, validate_config
+from .checkpoint import read_metadata, save_module
+from .config import ClassifierConfig, ClassifierTrainConfig
 from .errors import CheckpointError, DataError
 from .images import to_float
+from .plugins import plugin_versions
 from .registry import Registry
+from .weights import load_model
 
 
 def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -163,32 +165,36 @@ def train_on_synthetic(
     return results
 
 
-def save_classifier(path: str | Path, run: ClassifierRun, config: ClassifierConfig) -> None:
+def save_classifier(path: str | Path, run: ClassifierRun, config: ClassifierConfig, registry: Registry) -> None:
     save_module(
         path,
         run.model,
         {
             "ganforge.role": "classifier",
             "ganforge.classifier_config": config.model_dump(mode="json"),
+            "ganforge.plugins": plugin_versions(registry),
             "ganforge.label_names": run.label_names,
             "ganforge.test_auroc": run.test_auroc,
         },
     )
 
 
-def load_classifier(
-    path: str | Path, registry_for: Callable[[list[str]], Registry]
-) -> tuple[nn.Module, list[str], ClassifierConfig]:
-    """A classifier written by :func:`save_classifier`, in eval mode, with its label names."""
-    raw = read_metadata(path, "ganforge.classifier_config")
+def load_classifier(path: str | Path, registry: Registry) -> tuple[nn.Module, list[str], ClassifierConfig]:
+    """A classifier written by :func:`save_classifier`, in eval mode, with its label names.
+
+    Loaded as an untrusted file (:mod:`ganforge.weights`): ``registry`` decides which plugins exist.
+    """
     names = read_metadata(path, "ganforge.label_names")
-    registry = registry_for(raw.get("plugins", []))
-    config = validate_config(raw, registry, f"{path} (metadata)", ClassifierConfig)
-    model = build_classifier(config, registry, len(names))
-    load_module(path, model)
-    if not names:
-        raise CheckpointError(f"{path}: a classifier without label names")
-    return model.eval(), names, config
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{path}: metadata 'ganforge.label_names' is not a non-empty list of names")
+    model, config, _ = load_model(
+        path,
+        registry,
+        "ganforge.classifier_config",
+        lambda cfg: build_classifier(cfg, registry, len(names)),
+        ClassifierConfig,
+    )
+    return model, names, config
 
 
 def auroc_record(values: dict[str, float]) -> dict[str, Any]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -10,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import load_config
-from .errors import GanforgeError
-from .images import save_grid, save_png
+from .errors import GanforgeError, Interrupted
+from .images import save_grid
 from .inception import WEIGHTS_ENV
 from .plugins import load_registry
 
@@ -24,21 +27,70 @@ def _stdout() -> Console:
     return out if out.is_terminal else Console(width=max(out.width, 120))
 
 
+DEBUG_ENV = "GANFORGE_DEBUG"
+
+
+def _one_line(exc: BaseException) -> tuple[str, int]:
+    """The message and exit code for an error a user can act on (None: a bug, show the traceback)."""
+    if isinstance(exc, GanforgeError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, Interrupted):
+        where = f"at step {exc.step}" if exc.step >= 0 else "before training started"
+        return f"interrupted {where}", exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return "aborted", 128 + signal.SIGINT
+    if isinstance(exc, OSError):
+        target = f"{exc.filename}: " if exc.filename else ""
+        return f"{target}{exc.strerror or exc}", 1
+    return f"out of memory ({str(exc).strip().splitlines()[0] if str(exc).strip() else 'MemoryError'})", 1
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
 class GanforgeGroup(click.Group):
-    """Turns every user-fixable error into one line on stderr and exit code 2 (no traceback)."""
+    """Turns every user-fixable error into one line on stderr and its exit code (no traceback).
+
+    ``--debug`` (or ``GANFORGE_DEBUG=1``) shows the traceback instead, for bug reports.
+    """
 
     def invoke(self, ctx: click.Context):
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted)  # like Ctrl-C, also outside training
         try:
             return super().invoke(ctx)
-        except GanforgeError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(2)
+        except (GanforgeError, Interrupted, KeyboardInterrupt, OSError, MemoryError, torch_oom()) as exc:
+            if ctx.params.get("debug") or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+                raise
+            message, code = _one_line(exc)
+            click.echo(f"error: {message}", err=True)
+            ctx.exit(code)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def torch_oom() -> type[BaseException]:
+    """torch's out-of-memory error type (imported lazily: the CLI starts without torch)."""
+    import torch
+
+    return torch.OutOfMemoryError
 
 
 @click.group(cls=GanforgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ganforge")
-def main() -> None:
+@click.option("--debug", is_flag=True, help=f"show tracebacks instead of one-line errors [${DEBUG_ENV}=1]")
+def main(debug: bool) -> None:
     """ganforge: declarative, plugin-based GANs for medical image synthesis."""
+
+
+def _plugin_option(command):
+    return click.option(
+        "--plugin",
+        "plugin_modules",
+        multiple=True,
+        metavar="MODULE",
+        help="also load this plugin module (weights files never import modules themselves)",
+    )(command)
 
 
 @main.command()
@@ -49,30 +101,52 @@ def main() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--seed", type=int, help="override the config's seed")
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="continue the run in DIR")
+@click.option("--overwrite", is_flag=True, help="replace the run already in --out")
+@click.option("--no-eval", is_flag=True, help="skip the [eval] metrics (during and after training)")
 @click.option("--dry-run", is_flag=True, help="print the assembled architecture and exit")
 @click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=0.0002"
 )
-def build(config_path, out, steps, epochs, device, seed, resume, dry_run, overrides) -> None:
-    """Assemble the GAN described by CONFIG and train it."""
+def build(config_path, out, steps, epochs, device, seed, resume, overwrite, no_eval, dry_run, overrides) -> None:
+    """Assemble the GAN described by CONFIG and train it.
+
+    Ctrl-C or SIGTERM: the current step ends, a checkpoint is written and the command to resume is
+    printed (exit 130/143); a second Ctrl-C aborts at once.
+    """
     from .assembly import build_gan
     from .summary import architecture_tables
     from .training import Trainer
 
     if steps is not None and epochs is not None:
         raise click.UsageError("give --steps or --epochs, not both")
-    overrides = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
-    config, registry = load_config(config_path, load_registry, overrides)
+    if resume is not None and overwrite:
+        raise click.UsageError("give --resume or --overwrite, not both")
+    sets = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
+    config, registry = load_config(config_path, load_registry, sets)
     if dry_run:
         for table in architecture_tables(build_gan(config.model, registry), config.model.latent_dim):
             _stdout().print(table)
         return
     out = out or resume or Path("runs") / config.name
     trainer = Trainer(config, registry, out, device=device, console=console)
-    if resume is not None:
-        trainer.resume(resume)
-    total = trainer.total_steps(steps, epochs)
-    trainer.fit(total)
+    same_dir = resume is not None and Path(resume).resolve() == Path(out).resolve()
+    trainer.run.prepare(resume=same_dir, overwrite=overwrite, warn=trainer.warn)
+    try:
+        if resume is not None:
+            trainer.resume(resume)
+        trainer.fit(trainer.total_steps(steps, epochs), evaluate=not no_eval)
+    except Interrupted as exc:
+        again = ["ganforge", "build", str(config_path), "--resume", str(out)]
+        again += [f"--set={item}" for item in sets] + ([f"--steps={steps}"] if steps is not None else [])
+        again += [f"--epochs={epochs}"] if epochs is not None else []
+        if exc.checkpoint_step == exc.step:
+            state = ""
+        elif exc.checkpoint_step is None:
+            state = " (no checkpoint yet)"
+        else:
+            state = f" (last checkpoint: step {exc.checkpoint_step})"
+        click.echo(f"interrupted at step {exc.step}{state}; resume with: {shlex.join(again)}", err=True)
+        sys.exit(exc.exit_code)
     console.print(f"[green]done[/]: step {trainer.step}; weights in {out}/ (generator_ema.safetensors for sampling)")
 
 
@@ -105,6 +179,7 @@ def build(config_path, out, steps, epochs, device, seed, resume, dry_run, overri
     show_default=True,
     help="accept when requested findings ≥ it and the others < it",
 )
+@_plugin_option
 def sample(
     weights,
     count,
@@ -120,15 +195,18 @@ def sample(
     lco_lr,
     prior,
     threshold,
+    plugin_modules,
 ) -> None:
-    """Write N images from a generator weights file (same seed, same bytes); with --classifier, labelled ones."""
-    import torch
-    from rich.progress import track
+    """Write N images from a generator weights file (same seed, same bytes); with --classifier, labelled ones.
 
-    from .sampling import generate, latents, load_generator
+    The file is loaded as untrusted data: no module it names is imported (pass --plugin for those you trust).
+    """
+    from .export import GRID_LIMIT, write_samples
+    from .sampling import load_generator, sample_stream
     from .training import select_device
 
-    generator, config = load_generator(weights, load_registry)
+    registry = load_registry(plugin_modules)
+    generator, config = load_generator(weights, registry)
     if classifier is not None or labels or archive:
         from .lco import LCOSettings
 
@@ -146,23 +224,20 @@ def sample(
             settings,
             select_device(device),
             grid,
+            registry,
         )
         return
-    z = latents(count, config.model.latent_dim, seed)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    batches = generate(generator, z, batch_size, select_device(device))
-    for batch in track(batches, total=-(-count // batch_size), description="sampling", console=console):
-        for image in batch:
-            path = out / f"sample_{len(written):05d}.png"
-            save_png(image, path)
-            written.append(image)
+    stream = sample_stream(generator, count, seed, batch_size, select_device(device))
+    first = write_samples(stream, count, out, console)
     if grid is not None:
-        save_grid(torch.stack(written), grid, f"{weights.name}: {count} samples, seed {seed}")
+        shown = f"the first {GRID_LIMIT} of " if count > GRID_LIMIT else ""
+        save_grid(first, grid, f"{weights.name}: {shown}{count} samples, seed {seed}")
     console.print(f"wrote {count} {config.model.resolution}×{config.model.resolution} PNGs to {out}/")
 
 
-def _sample_lco(generator, config, weights, classifier_path, labels, archive, count, out, seed, settings, device, grid):
+def _sample_lco(
+    generator, config, weights, classifier_path, labels, archive, count, out, seed, settings, device, grid, registry
+):
     """Labelled samples by latent class optimisation, written as PNGs + labels.csv (an image_folder dataset)."""
     import torch
     from rich.progress import Progress
@@ -176,7 +251,7 @@ def _sample_lco(generator, config, weights, classifier_path, labels, archive, co
         raise click.UsageError("--labels/--archive need --classifier")
     if bool(labels) == bool(archive):
         raise click.UsageError("give exactly one of --labels and --archive")
-    model, names, cconfig = load_classifier(classifier_path, load_registry)
+    model, names, cconfig = load_classifier(classifier_path, registry)
     plan = [(labels, count)] if labels else parse_archive(archive)
     targets = [(combo, parse_labels(combo, names), n) for combo, n in plan]  # unknown names fail before any work
     images, label_rows, table = [], [], Table(title=f"latent class optimisation ({classifier_path.name})")
@@ -287,8 +362,21 @@ def _real_images(real: Path, config, registry, resolution: int | None, channels:
     help="train-on-synthetic/test-on-real: --real is a classifier config, "
     "--fake a labelled synthetic set (e.g. from `sample --archive`)",
 )
+@_plugin_option
 def evaluate(
-    weights, fake, real, count, metric_names, inception_weights, resolution, json_out, seed, device, no_cache, tstr
+    weights,
+    fake,
+    real,
+    count,
+    metric_names,
+    inception_weights,
+    resolution,
+    json_out,
+    seed,
+    device,
+    no_cache,
+    tstr,
+    plugin_modules,
 ) -> None:
     """Score generated images against real ones: FID, KID, precision/recall, MS-SSIM; or --tstr."""
     import json
@@ -308,7 +396,11 @@ def evaluate(
 
     if (weights is None) == (fake is None):
         raise click.UsageError("give exactly one of --weights and --fake")
-    config, registry = load_config(real, load_registry) if real.suffix == ".toml" else (None, load_registry())
+
+    def registry_for(modules=()):
+        return load_registry([*modules, *plugin_modules])
+
+    config, registry = load_config(real, registry_for) if real.suffix == ".toml" else (None, registry_for())
     if metric_names:
         refs = [ComponentRef(name=name.strip()) for name in metric_names.split(",") if name.strip()]
     elif config is not None and config.eval.metrics:
@@ -320,7 +412,7 @@ def evaluate(
     dev = select_device(device)
     generator = channels = None
     if weights is not None:
-        generator, gconfig = load_generator(weights, load_registry)
+        generator, gconfig = load_generator(weights, registry)
         resolution, channels = gconfig.model.resolution, gconfig.model.image_channels
     real_set = _real_images(real, config, registry, resolution, channels)
     real_text = real_set.description
@@ -426,7 +518,7 @@ def classify_train(config_path, out, device, overrides) -> None:
     out = out or Path("runs") / config.name
     run = train_on_dataset(config, registry, select_device(device or config.train.device))
     out.mkdir(parents=True, exist_ok=True)
-    save_classifier(out / "classifier.safetensors", run, config)
+    save_classifier(out / "classifier.safetensors", run, config, registry)
     atomic_write(
         out / "auroc.json", dumps({"n_train": run.n_train, "n_test": run.n_test, **auroc_record(run.test_auroc)})
     )

@@ -8,6 +8,7 @@ reported with file and dotted key before anything is built.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -128,6 +129,10 @@ class TrainConfig(Strict):
     log_every: int = Field(10, ge=1, description="steps between lines in metrics.jsonl")
     sample_every: int = Field(500, ge=1, description="steps between sample grids (samples/step_*.png)")
     checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints (weights + train state)")
+    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept in checkpoints/ (the newest ones)")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="a nan/inf loss or gradient stops training, or skips that update"
+    )
     grid_size: int = Field(16, ge=1, description="images in each sample grid")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="--device overrides")
 
@@ -191,7 +196,11 @@ def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("config file not found", file=str(path)) from None
-    except tomllib.TOMLDecodeError as exc:
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start}); TOML files are UTF-8", file=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read ({exc.strerror or exc})", file=str(path)) from None
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise ConfigError(f"invalid TOML: {exc}", file=str(path)) from None
     base = data.pop("base", None)
     if base is None:
@@ -228,10 +237,14 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not sep or not key:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=0.0002")
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    return key.split("."), value
+        parsed = tomllib.loads(f"v = {raw.strip()}")
+    except (tomllib.TOMLDecodeError, RecursionError):
+        parsed = {}
+    value = parsed["v"] if len(parsed) == 1 else raw.strip()  # "1\nx = 2" is a string, not two keys
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {item!r}: {key!r} has an empty part; keys look like optim.lr")
+    return parts, value
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -264,14 +277,31 @@ def _format_validation_error(exc: ValidationError, file: str | None, prefix: str
     return ConfigError(reason, file=file, key=key)
 
 
+def _non_finite(data: Any, prefix: str = "") -> str | None:
+    """The dotted key of the first ``inf``/``nan`` in plain data (TOML allows them; no setting wants them)."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return prefix or "(value)"
+    items = data.items() if isinstance(data, Mapping) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        found = _non_finite(value, f"{prefix}.{key}" if prefix else str(key))
+        if found:
+            return found
+    return None
+
+
 def validate_config(
     data: Mapping[str, Any], registry: Registry, file: str | None = None, schema: type[BaseModel] | None = None
 ) -> Any:
     """Validate plain data into ``schema`` (a :class:`Config` by default) with complete, checked component params."""
+    bad = _non_finite(data)
+    if bad:
+        raise ConfigError("must be a finite number (inf and nan are not allowed)", file=file, key=bad)
     try:
         config = (schema or Config).model_validate(dict(data))
     except ValidationError as exc:
         raise _format_validation_error(exc, file) from None
+    except RecursionError:
+        raise ConfigError("nested too deeply", file=file) from None
     for key, kind, ref in config.component_refs():
         try:
             component = registry.get(kind, ref.name)

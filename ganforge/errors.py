@@ -1,10 +1,12 @@
-"""Errors a user can fix. The CLI prints them as one line and exits with code 2."""
+"""Errors a user can fix. The CLI prints each as one line and exits with its ``exit_code``."""
 
 from __future__ import annotations
 
 
 class GanforgeError(Exception):
-    """Base class for every error caused by the user's input (config, files, names)."""
+    """Base class for every error caused by the user's input (config, files, names): exit code 2."""
+
+    exit_code = 2
 
 
 class ConfigError(GanforgeError):
@@ -26,3 +28,21 @@ class DataError(GanforgeError):
 
 class CheckpointError(GanforgeError):
     """A weights or run directory is missing, incomplete or does not match the config."""
+
+
+class TrainingStopped(GanforgeError):
+    """Training could not go on (a non-finite loss or gradient); the last good checkpoint is kept: exit code 1."""
+
+    exit_code = 1
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped training at ``step``; ``checkpoint_step`` is the newest checkpoint on disk."""
+
+    def __init__(self, signum: int, step: int = -1, checkpoint_step: int | None = None):
+        super().__init__(f"interrupted at step {step}")
+        self.signum, self.step, self.checkpoint_step = signum, step, checkpoint_step
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -20,6 +20,7 @@ from rich.progress import track
 
 from . import inception
 from .checkpoint import load_tensors, save_tensors
+from .errors import CheckpointError
 from .registry import Registry
 
 
@@ -32,6 +33,16 @@ def fingerprint(images: torch.Tensor) -> str:
     digest = hashlib.sha256(str(tuple(images.shape)).encode())
     digest.update(images.contiguous().numpy().tobytes())
     return digest.hexdigest()[:20]
+
+
+def _read_cache(path: Path) -> torch.Tensor | None:
+    """Cached features, or None when absent or damaged (then they are computed again and rewritten)."""
+    if not path.is_file():
+        return None
+    try:
+        return load_tensors(path)[0]["features"]
+    except (CheckpointError, KeyError):
+        return None
 
 
 @dataclass
@@ -59,8 +70,9 @@ class EvalContext:
             return self._memo[key]
         extractor_id = f"{extractor}-{layer}-{weights.stem if weights else 'download'}"
         path = cache_dir() / f"{fingerprint(self.real)}-{extractor_id}.safetensors"
-        if path.is_file():
-            self._memo[key] = load_tensors(path)[0]["features"]
+        cached = _read_cache(path)
+        if cached is not None:
+            self._memo[key] = cached
             self.cache_hits.append(side)
         else:
             self._memo[key] = self._extract(self.real, extractor, layer, weights, side)

@@ -4,15 +4,56 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
+import torch
+from rich.console import Console
 from rich.progress import track
 
 from .checkpoint import atomic_write
-from .images import save_png
+from .errors import GanforgeError
+from .images import encode_png, save_png
 from .kinds import ImageDataset
 
 NO_FINDING = "No Finding"
+GRID_LIMIT = 64
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError  # pragma: no cover
+
+
+def write_samples(
+    batches: Iterator[torch.Tensor], count: int, out: str | Path, console: Console | None = None
+) -> torch.Tensor:
+    """Write ``count`` images from ``batches`` as ``out/sample_00000.png``, …; return the first ``GRID_LIMIT``.
+
+    Before any file is written, the PNG size of the first batch times ``count`` is compared with the
+    free space under ``out``: asking for more than fits is refused, instead of filling the disk.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    kept, written = [], 0
+    for batch in track(batches, total=None, description="sampling", console=console, transient=True):
+        encoded = [encode_png(image) for image in batch]
+        if written == 0:
+            need, free = count * sum(map(len, encoded)) / len(encoded), shutil.disk_usage(out).free
+            if need > free:
+                raise GanforgeError(
+                    f"-n {count}: about {_size(need)} of PNGs would not fit in the {_size(free)} free under {out}"
+                )
+        for data in encoded:
+            atomic_write(out / f"sample_{written:05d}.png", data)
+            written += 1
+        if len(kept) < GRID_LIMIT:
+            kept.append(batch[: GRID_LIMIT - len(kept)])
+    return torch.cat(kept)
 
 
 def write_dataset(dataset: ImageDataset, out: str | Path, prefix: str = "image") -> Path:

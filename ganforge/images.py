@@ -35,9 +35,14 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def encode_png(image: torch.Tensor) -> bytes:
+    """One ``uint8 [C, H, W]`` image as PNG bytes."""
+    return png_bytes(_pil(image.numpy()))
+
+
 def save_png(image: torch.Tensor, path: str | Path) -> None:
     """Write one ``uint8 [C, H, W]`` image atomically."""
-    atomic_write(path, png_bytes(_pil(image.numpy())))
+    atomic_write(path, encode_png(image))
 
 
 def grid(images: torch.Tensor, columns: int | None = None, pad: int = 2) -> np.ndarray:

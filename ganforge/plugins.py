@@ -32,23 +32,43 @@ def plugin_manager(modules: Iterable[str] = (), only: Iterable[str] | None = Non
     """Load entry-point plugins (all, or the names in ``only`` / ``$GANFORGE_PLUGINS``) and ``modules``."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
+    loaded: dict[str, metadata.EntryPoint] = {}
     for ep in _entry_points(only):
+        if ep.name in loaded and loaded[ep.name].value == ep.value:
+            continue  # one distribution seen twice on sys.path
+        if ep.name in loaded:
+            raise GanforgeError(
+                f"two installed plugins use the entry-point name {ep.name!r}: {_origin(loaded[ep.name])} and "
+                f"{_origin(ep)}; entry-point names in the 'ganforge' group must be unique (rename one)"
+            )
         try:
             module = ep.load()
         except Exception as exc:  # a broken third-party plugin must name itself
-            raise GanforgeError(f"plugin {ep.name!r} ({ep.value}) failed to import: {exc}") from exc
-        pm.register(module, name=ep.name)
+            raise GanforgeError(f"plugin {ep.name!r} ({ep.value}) failed to import: {_describe(exc)}") from exc
+        loaded[ep.name] = ep
+        if not pm.is_registered(module):  # two entry points naming one module register it once
+            pm.register(module, name=ep.name)
     for path in modules:
         if pm.has_plugin(path):
             continue
         try:
             module = importlib.import_module(path)
-        except ImportError as exc:
-            raise GanforgeError(f"plugin module {path!r} cannot be imported: {exc}") from exc
+        except Exception as exc:  # ImportError, but also whatever the module raises while it runs
+            raise GanforgeError(f"plugin module {path!r} cannot be imported: {_describe(exc)}") from exc
         if any(module is plugin for plugin in pm.get_plugins()):
             continue
         pm.register(module, name=path)
     return pm
+
+
+def _origin(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f"{ep.value} (from {dist.name} {dist.version})" if dist is not None else ep.value
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def load_registry(modules: Iterable[str] = (), only: Iterable[str] | None = None) -> Registry:

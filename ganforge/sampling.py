@@ -2,36 +2,47 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from pydantic import ValidationError
 
 from .assembly import Generator, build_generator
-from .checkpoint import load_module, read_metadata
-from .config import Config, validate_config
-from .errors import CheckpointError, ConfigError
+from .config import Config
 from .images import to_uint8
 from .registry import Registry
+from .seeds import mix_seed
+from .weights import load_model
+
+LATENT_BLOCK = 1024
 
 
-def load_generator(path: str | Path, registry_for: Callable[[list[str]], Registry]) -> tuple[Generator, Config]:
-    """Build the generator described by ``path``'s metadata and load its weights (eval mode)."""
-    raw = read_metadata(path, "ganforge.config")
-    registry = registry_for(raw.get("plugins", []))
-    try:
-        config = validate_config(raw, registry, f"{path} (metadata)")
-    except (ConfigError, ValidationError) as exc:
-        raise CheckpointError(f"{path}: the model config in its metadata is not valid here: {exc}") from exc
-    generator = build_generator(config.model, registry)
-    load_module(path, generator)
-    return generator.eval().requires_grad_(False), config
+def load_generator(path: str | Path, registry: Registry) -> tuple[Generator, Config]:
+    """The generator a weights file describes, with its weights, in eval mode.
+
+    Loaded as an untrusted file (:mod:`ganforge.weights`): ``registry`` decides which plugins exist;
+    the file's own plugin list is never imported.
+    """
+    generator, config, _ = load_model(
+        path, registry, "ganforge.config", lambda cfg: build_generator(cfg.model, registry)
+    )
+    return generator, config
+
+
+def latent_blocks(n: int, latent_dim: int, seed: int) -> Iterator[torch.Tensor]:
+    """The latents of ``seed``, ``LATENT_BLOCK`` rows at a time, each block from its own seeded stream.
+
+    So the first ``k`` latents do not depend on ``n`` (``-n 16`` gives the first 16 images of
+    ``-n 32``), and ``n`` can be any size without holding all latents in memory.
+    """
+    for block, start in enumerate(range(0, n, LATENT_BLOCK)):
+        g = torch.Generator().manual_seed(mix_seed(seed, block))
+        yield torch.randn(min(LATENT_BLOCK, n - start), latent_dim, generator=g)
 
 
 def latents(n: int, latent_dim: int, seed: int) -> torch.Tensor:
     """``n`` latents drawn on the CPU from ``seed``: the same on every machine and batch size."""
-    return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
+    return torch.cat(list(latent_blocks(n, latent_dim, seed))) if n else torch.empty(0, latent_dim)
 
 
 @torch.no_grad()
@@ -42,3 +53,11 @@ def generate(
     generator = generator.to(device)
     for start in range(0, len(z), batch_size):
         yield to_uint8(generator(z[start : start + batch_size].to(device))[-1])
+
+
+def sample_stream(
+    generator: Generator, n: int, seed: int, batch_size: int = 64, device: torch.device | str = "cpu"
+) -> Iterator[torch.Tensor]:
+    """``generate`` over ``latents(n, …, seed)`` drawn block by block: memory of one block, any ``n``."""
+    for z in latent_blocks(n, generator.latent_dim, seed):
+        yield from generate(generator, z, batch_size, device)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -22,33 +23,29 @@ from torch import nn
 
 from . import __version__, inception
 from .assembly import GAN, build_gan
-from .checkpoint import (
-    atomic_write,
-    load_module,
-    load_tensors,
-    optimizer_tensors,
-    restore_optimizer,
-    save_module,
-    save_tensors,
-)
+from .checkpoint import atomic_write, load_state, optimizer_tensors, read_header, restore_optimizer, save_module
 from .config import Config, dump_toml
-from .errors import CheckpointError, GanforgeError
+from .divergence import FiniteCheck, gradient_norm
+from .errors import CheckpointError, GanforgeError, Interrupted
 from .evaluation import EvalContext, as_record, run_metrics, subset
 from .images import save_grid, to_float, to_uint8
+from .interrupts import GracefulStop
 from .kinds import Growing, Growth, ImageDataset
 from .plugins import plugin_versions
 from .registry import Registry
-from .sampling import generate, latents
-
-CONFIG_FILE = "config.toml"
-GENERATOR, GENERATOR_EMA, DISCRIMINATOR = (
-    "generator.safetensors",
-    "generator_ema.safetensors",
-    "discriminator.safetensors",
+from .rundir import (
+    CONFIG_FILE,
+    DISCRIMINATOR,
+    GENERATOR,
+    GENERATOR_BEST,
+    GENERATOR_EMA,
+    SAMPLES,
+    STATE_KEY,
+    Checkpoint,
+    RunDir,
 )
-GENERATOR_BEST = "generator_best.safetensors"  # the EMA generator with the lowest FID so far
-TRAIN_STATE = "train_state.safetensors"
-METRICS = "metrics.jsonl"
+from .sampling import generate, latents
+from .seeds import mix_seed
 
 # Keys that may differ between a run and its resumption (they say how long/where, not what).
 RESUMABLE_CHANGES = {
@@ -57,17 +54,11 @@ RESUMABLE_CHANGES = {
     "train.log_every",
     "train.sample_every",
     "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.on_nonfinite",
     "train.device",
 }
-
-
-def _mix(*numbers: int) -> int:
-    """A 63-bit seed from integers (splitmix-style), so (seed, step) pairs never collide in practice."""
-    x = 0x9E3779B97F4A7C15
-    for n in numbers:
-        x = (x ^ (n & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        x ^= x >> 31
-    return x & 0x7FFFFFFFFFFFFFFF
+PARTS = {"generator": GENERATOR, "generator_ema": GENERATOR_EMA, "discriminator": DISCRIMINATOR}
 
 
 def select_device(name: str) -> torch.device:
@@ -110,12 +101,18 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class Trainer:
-    """Builds everything a run needs from a validated config and trains it into ``out``."""
+    """Builds everything a run needs from a validated config and trains it into ``out``.
+
+    Files go through :class:`~ganforge.rundir.RunDir`, signals through
+    :class:`~ganforge.interrupts.GracefulStop`, non-finite values through
+    :class:`~ganforge.divergence.FiniteCheck`; this class holds the networks and the loop.
+    """
 
     def __init__(
         self, config: Config, registry: Registry, out: str | Path, device: str = "auto", console: Console | None = None
     ):
         self.config, self.registry, self.out = config, registry, Path(out)
+        self.run = RunDir(self.out)
         self.device = select_device(device if device != "auto" else config.train.device)
         self.console = console or Console(stderr=True)
         model = config.model
@@ -128,10 +125,18 @@ class Trainer:
         d_optim = config.optim_d or config.optim
         self.opt_d = registry.build("optimizer", d_optim.name, d_optim.params, parameters=self.D.parameters())
         self.augment = [registry.build("augment", a.name, a.params) for a in config.augment]
+        self.finite = FiniteCheck(self.device, config.train.on_nonfinite)
+        self.growing = [
+            m for m in (self.gan.connection, *self.G.modules(), *self.D.modules()) if hasattr(m, "set_growth")
+        ]
         self.step = 0
+        self.checkpoint_step: int | None = None  # step of the newest complete checkpoint on disk
         self.best_fid: float | None = None
         self._data: ImageDataset | None = None
         self._order: tuple[int, torch.Tensor] | None = None
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"[yellow]warning[/]: {message}")
 
     # ------------------------------------------------------------------ data
 
@@ -180,7 +185,7 @@ class Trainer:
         index = torch.empty(size, dtype=torch.long)
         for epoch in positions.div(n, rounding_mode="floor").unique().tolist():
             if self._order is None or self._order[0] != epoch:
-                g = torch.Generator().manual_seed(_mix(self.config.seed, epoch, 1))
+                g = torch.Generator().manual_seed(mix_seed(self.config.seed, epoch, 1))
                 self._order = (epoch, torch.randperm(n, generator=g))
             mask = positions // n == epoch
             index[mask] = self._order[1][positions[mask] % n]
@@ -193,13 +198,16 @@ class Trainer:
         train = self.config.train
         return min(train.ema_decay, (1 + step) / (10 + step)) if train.ema_warmup else train.ema_decay
 
-    def train_step(self) -> tuple[float, float]:
-        """One discriminator update then one generator update on the same latents."""
-        torch.manual_seed(_mix(self.config.seed, self.step, 2))
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One discriminator update then one generator update on the same latents.
+
+        Returns the two losses as 0-dim tensors on the device: reading them is a host sync, which the
+        loop does only every ``log_every`` steps.
+        """
+        torch.manual_seed(mix_seed(self.config.seed, self.step, 2))
         growth = self.growth(self.step)
-        for target in (self.gan.connection, *self.G.modules(), *self.D.modules()):
-            if hasattr(target, "set_growth"):  # a growing connection and its modules
-                target.set_growth(growth.resolution, growth.alpha)
+        for target in self.growing:  # a growing connection and its modules
+            target.set_growth(growth.resolution, growth.alpha)
         real = self._batch(growth.batch_size, growth.images_seen)
         for augment in self.augment:
             real = augment(real)
@@ -211,75 +219,114 @@ class Trainer:
         loss_d = self.loss.discriminator(self.D, real_pyramid, [f.detach() for f in fake])
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
-        self.opt_d.step()
+        grad_d = gradient_norm(self.D)
+        d_ok = self.finite.allows(loss_d, grad_d)
+        if d_ok:
+            self.opt_d.step()
 
         self.D.requires_grad_(False)
         loss_g = self.loss.generator(self.D, real_pyramid, fake)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
-        self.opt_g.step()
-        update_ema(self.G_ema, self.G, self.ema_decay(self.step))
+        grad_g = gradient_norm(self.G)
+        g_ok = self.finite.allows(loss_g, grad_g)
+        if g_ok:
+            self.opt_g.step()
+            update_ema(self.G_ema, self.G, self.ema_decay(self.step))
         self.step += 1
-        return loss_d.item(), loss_g.item()
+        self.finite.record(self.step, loss_d, loss_g, grad_d, grad_g)
+        self.finite.count(not (d_ok and g_ok), self.step)
+        return loss_d.detach(), loss_g.detach()
 
-    # ------------------------------------------------------------------ files
+    # ------------------------------------------------------------------ checkpoints
+
+    def _model_metadata(self, role: str) -> dict[str, Any]:
+        return model_metadata(self.config, self.registry, role, self.step, self.data.description)
 
     def save(self) -> None:
-        """Weights, EMA, optimizer state and the resolved config; each file written atomically."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.out / CONFIG_FILE, dump_toml(self.config))
-        data = self.data.description
-        for name, module, role in (
-            (GENERATOR, self.G, "generator"),
-            (GENERATOR_EMA, self.G_ema, "generator"),
-            (DISCRIMINATOR, self.D, "discriminator"),
-        ):
-            save_module(self.out / name, module, model_metadata(self.config, self.registry, role, self.step, data))
+        """Write a checkpoint of this step as one unit, then refresh the top-level weights files from it."""
+        self.finite.check(self.checkpoint_step)  # a diverged state never replaces a good checkpoint
+        nets = {"generator": self.G, "generator_ema": self.G_ema, "discriminator": self.D}
+        tensors = {f"{part}.{k}": v for part, net in nets.items() for k, v in net.state_dict().items()}
         g_tensors, g_struct = optimizer_tensors("opt_g", self.opt_g)
         d_tensors, d_struct = optimizer_tensors("opt_d", self.opt_d)
-        state = {
-            "step": self.step,
-            "opt_g": g_struct,
-            "opt_d": d_struct,
-            "config": self.config.to_dict(),
-            "best_fid": self.best_fid,
-        }
-        save_tensors(self.out / TRAIN_STATE, {**g_tensors, **d_tensors}, {"ganforge.train_state": state})
+        state = {"step": self.step, "opt_g": g_struct, "opt_d": d_struct, "best_fid": self.best_fid}
+        metadata = {**self._model_metadata("checkpoint"), STATE_KEY: state}
+        self.run.write_checkpoint(
+            self.step, {**tensors, **g_tensors, **d_tensors}, metadata, self.config.train.keep_checkpoints
+        )
+        self.checkpoint_step = self.step
+        self._export({part: net.state_dict() for part, net in nets.items()})
+
+    def _export(self, parts: dict[str, dict[str, torch.Tensor]]) -> None:
+        for part, name in PARTS.items():
+            role = "discriminator" if part == "discriminator" else "generator"
+            self.run.export(name, parts[part], self._model_metadata(role))
 
     def resume(self, run: str | Path) -> None:
-        """Load weights, EMA, optimizer state and step from ``run``; its config must match ours."""
-        run = Path(run)
-        if not (run / TRAIN_STATE).is_file():
-            raise CheckpointError(f"--resume {run}: no {TRAIN_STATE} there (is it a ganforge run directory?)")
-        tensors, meta = load_tensors(run / TRAIN_STATE)
-        state = json.loads(meta["ganforge.train_state"])
-        saved, ours = _flat(state["config"]), _flat(self.config.to_dict())
+        """Continue from the newest verified checkpoint in ``run``; its config must match ours.
+
+        A run folder that holds no complete checkpoint yet (killed before the first one) starts at step 0.
+        """
+        source = RunDir(run)
+        if not source.is_run():
+            raise CheckpointError(f"--resume {run}: not a ganforge run directory (no {CONFIG_FILE} or checkpoints/)")
+        checkpoint = source.latest_checkpoint(self.warn)
+        if checkpoint is None:
+            self._same_experiment(run, self._saved_config(source))
+            self.warn(f"--resume {run}: no complete checkpoint yet; starting from step 0")
+            self.run.truncate_metrics(0, self.warn)
+            return
+        self._same_experiment(checkpoint.path, json.loads(checkpoint.metadata.get("ganforge.config", "{}")))
+        self._load(checkpoint)
+        self.run.truncate_metrics(self.step, self.warn)
+
+    def _saved_config(self, source: RunDir) -> dict[str, Any]:
+        path = source.path / CONFIG_FILE
+        try:
+            return tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"--resume {source.path}: cannot read {path.name} ({exc})") from None
+
+    def _same_experiment(self, where: str | Path, saved: dict[str, Any]) -> None:
+        saved, ours = _flat(saved), _flat(self.config.to_dict())
         changed = sorted(
             k
             for k in saved.keys() | ours.keys()
             if saved.get(k) != ours.get(k) and k not in RESUMABLE_CHANGES and not k.startswith("eval.")
         )
         if changed:
-            raise CheckpointError(f"--resume {run}: the config differs from the run's in {', '.join(changed)}")
-        load_module(run / GENERATOR, self.G)
-        load_module(run / GENERATOR_EMA, self.G_ema)
-        load_module(run / DISCRIMINATOR, self.D)
-        restore_optimizer("opt_g", self.opt_g, tensors, state["opt_g"])
-        restore_optimizer("opt_d", self.opt_d, tensors, state["opt_d"])
-        self.step = state["step"]
+            raise CheckpointError(f"--resume {where}: the config differs from the run's in {', '.join(changed)}")
+
+    def _load(self, checkpoint: Checkpoint) -> None:
+        nets = {"generator": self.G, "generator_ema": self.G_ema, "discriminator": self.D}
+        for part, net in nets.items():
+            load_state(checkpoint.path, net, checkpoint.part(part))
+        state = checkpoint.state
+        try:
+            restore_optimizer("opt_g", self.opt_g, checkpoint.tensors, state["opt_g"])
+            restore_optimizer("opt_d", self.opt_d, checkpoint.tensors, state["opt_d"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{checkpoint.path}: optimizer state does not fit ({exc})") from None
+        self.step = self.checkpoint_step = checkpoint.step
         self.best_fid = state.get("best_fid")
-        self._truncate_metrics()
+        self._adopt_best()
+        self._export({part: checkpoint.part(part) for part in nets})
 
-    def _truncate_metrics(self) -> None:
-        """Drop log lines written after the checkpoint we resume from (they will be written again)."""
-        path = self.out / METRICS
-        if path.is_file():
-            lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= self.step]
-            atomic_write(path, "".join(f"{ln}\n" for ln in lines))
+    def _adopt_best(self) -> None:
+        """An evaluation after the last checkpoint (the final one) may have set a better FID: take it."""
+        path = self.out / GENERATOR_BEST
+        if not path.is_file():
+            return
+        try:
+            meta = read_header(path).metadata
+            fid, step = float(meta["ganforge.fid"]), int(meta["ganforge.step"])
+        except (CheckpointError, KeyError, ValueError):
+            return
+        if step <= self.step and (self.best_fid is None or fid < self.best_fid):
+            self.best_fid = fid
 
-    def log(self, record: dict[str, Any]) -> None:
-        with (self.out / METRICS).open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+    # ------------------------------------------------------------------ evaluation and samples
 
     def evaluate(self) -> dict[str, Any]:
         """Score the EMA generator with ``[eval].metrics``; keep it as ``generator_best`` when its FID is the lowest."""
@@ -288,31 +335,35 @@ class Trainer:
         fake = torch.cat(list(generate(self.G_ema, latents(len(real), model.latent_dim, ev.seed), 64, self.device)))
         ctx = EvalContext(real, fake, self.device, inception.resolve_weights(ev.inception_weights or None))
         record = as_record(run_metrics(ev.metrics, self.registry, ctx), ctx)
-        self.log({"step": self.step, "eval": record})
+        self.run.log({"step": self.step, "eval": record})
         fid = next((values["fid"] for values in record["metrics"].values() if "fid" in values), None)
         if fid is not None and (self.best_fid is None or fid < self.best_fid):
             self.best_fid = fid
-            meta = model_metadata(self.config, self.registry, "generator", self.step, self.data.description)
-            save_module(self.out / GENERATOR_BEST, self.G_ema, {**meta, "ganforge.fid": fid})
+            save_module(
+                self.out / GENERATOR_BEST, self.G_ema, {**self._model_metadata("generator"), "ganforge.fid": fid}
+            )
         return record
 
     @torch.no_grad()
     def sample_grid(self) -> Path:
         n = self.config.train.grid_size
-        g = torch.Generator().manual_seed(_mix(self.config.seed, 3))
+        g = torch.Generator().manual_seed(mix_seed(self.config.seed, 3))
         z = torch.randn(n, self.config.model.latent_dim, generator=g).to(self.device)
         images = to_uint8(self.G_ema(z)[-1])
-        path = self.out / "samples" / f"step_{self.step:07d}.png"
+        path = self.out / SAMPLES / f"step_{self.step:07d}.png"
         caption = f"{self.config.name}, step {self.step}, EMA generator. Data: {self.data.description}"
         save_grid(images, path, caption)
         return path
 
     # ------------------------------------------------------------------ loop
 
-    def fit(self, total_steps: int) -> None:
-        """Train until ``self.step == total_steps`` (a total: resuming at 200 with 300 runs 100 more)."""
-        train = self.config.train
-        self.out.mkdir(parents=True, exist_ok=True)
+    def fit(self, total_steps: int, evaluate: bool = True) -> None:
+        """Train until ``self.step == total_steps`` (a total: resuming at 200 with 300 runs 100 more).
+
+        The final checkpoint is written before the final evaluation, so a killed evaluation loses no
+        training. SIGINT/SIGTERM end the current step, write a checkpoint and raise
+        :class:`~ganforge.errors.Interrupted`.
+        """
         atomic_write(self.out / CONFIG_FILE, dump_toml(self.config))
         self.console.print(f"[bold]{self.config.name}[/]: data = {self.data.description}")
         if isinstance(self.gan.connection, Growing):
@@ -323,6 +374,14 @@ class Trainer:
         self.console.print(f"device {self.device}, {plan}, step {self.step} → {total_steps}")
         self.G.train()
         self.D.train()
+        with GracefulStop() as stop:
+            try:
+                self._loop(total_steps, evaluate, stop)
+            except Interrupted as exc:  # a second signal, or one during the final evaluation
+                raise Interrupted(exc.signum, self.step, self.checkpoint_step) from None
+
+    def _loop(self, total_steps: int, evaluate: bool, stop: GracefulStop) -> None:
+        train, ev = self.config.train, self.config.eval
         columns = (
             TextColumn("[bold blue]{task.description}"),
             BarColumn(),
@@ -331,45 +390,51 @@ class Trainer:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         )
+        evaluated_at = None
         with Progress(*columns, console=self.console) as progress:
             task = progress.add_task("training", total=total_steps, completed=self.step, stats="")
             window_start, window_images = time.perf_counter(), 0
             while self.step < total_steps:
                 window_images += self.growth(self.step).batch_size
                 loss_d, loss_g = self.train_step()
-                if self.step % train.log_every == 0 or self.step == total_steps:
+                last = self.step == total_steps
+                if self.step % train.log_every == 0 or last:
+                    self.finite.check(self.checkpoint_step)
                     now = time.perf_counter()
                     speed = window_images / max(now - window_start, 1e-9)
                     window_start, window_images = now, 0
-                    self.log(
-                        {
-                            "step": self.step,
-                            "loss_d": loss_d,
-                            "loss_g": loss_g,
-                            "images_per_second": round(speed, 2),
-                            "time": time.time(),
-                        }
-                    )
-                    now_at = self.growth(self.step - 1)
-                    grow = (
-                        f"{now_at.resolution}px α={now_at.alpha:.2f}  "
-                        if isinstance(self.gan.connection, Growing)
-                        else ""
-                    )
-                    progress.update(task, stats=f"{grow}D {loss_d:.3f}  G {loss_g:.3f}  {speed:.1f} img/s")
+                    self._log_losses(progress, task, float(loss_d), float(loss_g), speed)
                 if self.step % train.sample_every == 0:
+                    self.finite.check(self.checkpoint_step)
                     self.sample_grid()
-                if self.config.eval.metrics and self.config.eval.every and self.step % self.config.eval.every == 0:
-                    self._report(progress, task, self.evaluate())
-                if self.step % train.checkpoint_every == 0:
+                if evaluate and ev.metrics and ev.every and self.step % ev.every == 0 and not last:
+                    self.finite.check(self.checkpoint_step)
+                    self._report(progress, self.evaluate())
+                    evaluated_at = self.step
+                if self.step % train.checkpoint_every == 0 or last or stop.signum is not None:
                     self.save()
                 progress.update(task, completed=self.step)
-            evaluated = self.config.eval.every and self.step % self.config.eval.every == 0
-            if self.config.eval.metrics and not evaluated:
-                self._report(progress, task, self.evaluate())
-        self.save()
-        self.sample_grid()
+                if stop.signum is not None:
+                    raise Interrupted(stop.signum, self.step, self.checkpoint_step)
+            if self.checkpoint_step != self.step:  # resumed at the end, or asked for no more steps
+                self.save()
+            if self.step % train.sample_every != 0:
+                self.sample_grid()
+            if evaluate and ev.metrics and evaluated_at != self.step:
+                with stop.immediately():
+                    self._report(progress, self.evaluate())
 
-    def _report(self, progress: Progress, task: Any, record: dict[str, Any]) -> None:
+    def _log_losses(self, progress: Progress, task: Any, loss_d: float, loss_g: float, speed: float) -> None:
+        record = {"step": self.step, "loss_d": loss_d, "loss_g": loss_g, "images_per_second": round(speed, 2)}
+        if self.finite.skipped:
+            record["skipped_steps"] = self.finite.skipped
+        self.run.log({**record, "time": time.time()})
+        grow = ""
+        if isinstance(self.gan.connection, Growing):
+            now_at = self.growth(self.step - 1)
+            grow = f"{now_at.resolution}px α={now_at.alpha:.2f}  "
+        progress.update(task, stats=f"{grow}D {loss_d:.3f}  G {loss_g:.3f}  {speed:.1f} img/s")
+
+    def _report(self, progress: Progress, record: dict[str, Any]) -> None:
         figures = "  ".join(f"{k} {v:.4g}" for values in record["metrics"].values() for k, v in values.items())
         progress.console.print(f"step {self.step}: {figures}")

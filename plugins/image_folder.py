@@ -96,19 +96,31 @@ def _from_csv(root: Path, csv_path: Path, p: dict) -> tuple[list[Path], list[lis
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: labels CSV not found")
     by_name = {path.name: path for path in _images_under(root, set(p["exclude"]))}
+    try:
+        with csv_path.open(newline="", encoding="utf-8") as handle:
+            return _read_csv_rows(csv.DictReader(handle), csv_path, root, by_name, p)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{csv_path}: not UTF-8 text (byte {exc.start}); save the CSV as UTF-8") from None
+    except csv.Error as exc:
+        raise DataError(f"{csv_path}: not a readable CSV ({exc})") from None
+
+
+def _read_csv_rows(
+    reader: csv.DictReader, csv_path: Path, root: Path, by_name: dict[str, Path], p: dict
+) -> tuple[list[Path], list[list[str]]]:
+    for column in (p["image_column"], p["label_column"]):
+        if column not in (reader.fieldnames or []):
+            raise DataError(f"{csv_path}: no column {column!r} (columns: {', '.join(reader.fieldnames or [])})")
     files, findings = [], []
-    with csv_path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        for column in (p["image_column"], p["label_column"]):
-            if column not in (reader.fieldnames or []):
-                raise DataError(f"{csv_path}: no column {column!r} (columns: {', '.join(reader.fieldnames or [])})")
-        for row in reader:
-            name = row[p["image_column"]]
-            if name not in by_name:
-                raise DataError(f"{csv_path}: image {name!r} is listed but not found under {root}")
-            labels = [x.strip() for x in row[p["label_column"]].split(p["separator"]) if x.strip()]
-            files.append(by_name[name])
-            findings.append([x for x in labels if x != p["no_finding"]])
+    for row in reader:
+        name, text = row[p["image_column"]], row[p["label_column"]]
+        if name is None or text is None:
+            raise DataError(f"{csv_path}: line {reader.line_num} has fewer columns than the header")
+        if name not in by_name:
+            raise DataError(f"{csv_path}: image {name!r} is listed but not found under {root}")
+        labels = [x.strip() for x in text.split(p["separator"]) if x.strip()]
+        files.append(by_name[name])
+        findings.append([x for x in labels if x != p["no_finding"]])
     return files, findings
 
 

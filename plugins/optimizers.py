@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Annotated
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ganforge import hookimpl
 
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
 
 class AdamParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lr: float = Field(0.001, gt=0)
-    betas: tuple[float, float] = Field((0.0, 0.99), description="(β1, β2); (0, 0.99) as in PGGAN/BMSG-GAN")
+    betas: tuple[Beta, Beta] = Field((0.0, 0.99), description="(β1, β2), each in [0, 1); PGGAN/BMSG-GAN use (0, 0.99)")
     eps: float = Field(1e-8, gt=0)
 
 

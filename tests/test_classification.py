@@ -96,7 +96,7 @@ def test_classify_train_reports_auroc_above_chance(trained_classifier):
     report = json.loads((trained_classifier / "auroc.json").read_text())
     per_class = report["per_class"]
     assert sum(v > 0.75 for v in per_class.values() if v is not None) >= 2
-    model, names, config = load_classifier(trained_classifier / "classifier.safetensors", load_registry)
+    model, names, config = load_classifier(trained_classifier / "classifier.safetensors", load_registry())
     assert names == ["Cardiomegaly", "Effusion", "Lung_Opacity", "Nodule"] and config.resolution == 32
 
 
@@ -228,7 +228,7 @@ def test_lco_through_the_cli_writes_the_requested_labels(tmp_path, monkeypatch):
     cconfig = validate_config(raw, registry, None, ClassifierConfig)
     names = ["TopLeft", "TopRight", "BottomLeft", "BottomRight"]
     model = registry.build("classifier", "quadrant_brightness", image_channels=1, num_classes=4)
-    save_classifier(tmp_path / "c.safetensors", ClassifierRun(model, names, {}, 0, 0), cconfig)
+    save_classifier(tmp_path / "c.safetensors", ClassifierRun(model, names, {}, 0, 0), cconfig, registry)
 
     result = CliRunner().invoke(
         main,
@@ -248,6 +248,8 @@ def test_lco_through_the_cli_writes_the_requested_labels(tmp_path, monkeypatch):
             "300",
             "--batch-size",
             "8",
+            "--plugin",
+            "quadrant_plugin",  # the classifier file names it, but files never import modules
         ],
     )
     assert result.exit_code == 0, result.output
@@ -274,7 +276,7 @@ def test_lco_samples_agree_with_an_independent_classifier():
     from ganforge.sampling import load_generator
 
     cpu = torch.device("cpu")
-    generator, gconfig = load_generator(FIXTURE_G, load_registry)
+    generator, gconfig = load_generator(FIXTURE_G, load_registry())
 
     def classifier(*overrides):
         cfg, reg = load_config(EXAMPLES / "classifier.toml", load_registry, overrides, ClassifierConfig)

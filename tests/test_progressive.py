@@ -103,7 +103,7 @@ def test_weights_saved_mid_growth_sample_at_their_resolution(tmp_path):
 
     config, registry = growing(tmp_path)
     Trainer(config, registry, tmp_path / "run", device="cpu").fit(6)  # in the 8×8 phase
-    G, _ = load_generator(tmp_path / "run" / "generator_ema.safetensors", load_registry)
+    G, _ = load_generator(tmp_path / "run" / "generator_ema.safetensors", load_registry())
     images = next(generate(G, latents(2, 16, 0)))
     assert images.shape == (2, 1, 8, 8)
 

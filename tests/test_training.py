@@ -9,7 +9,8 @@ from ganforge.checkpoint import load_tensors
 from ganforge.errors import CheckpointError
 from ganforge.plugins import load_registry
 from ganforge.sampling import generate, latents, load_generator
-from ganforge.training import GENERATOR, GENERATOR_EMA, TRAIN_STATE, Trainer
+from ganforge.rundir import CHECKPOINTS, GENERATOR, GENERATOR_EMA
+from ganforge.training import Trainer
 
 
 def state(module):
@@ -35,11 +36,13 @@ def test_short_run_moves_weights_and_writes_the_run_directory(tiny, tmp_path):
         GENERATOR,
         GENERATOR_EMA,
         "discriminator.safetensors",
-        TRAIN_STATE,
+        CHECKPOINTS,
         "metrics.jsonl",
         "samples",
     } <= names
     assert not [n for n in names if n.endswith(".tmp")]  # atomic writes leave no temporaries
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / CHECKPOINTS).iterdir())
+    assert checkpoints == ["step_0000002.safetensors", "step_0000004.safetensors"]  # keep_checkpoints = 2
     assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
     _, meta = load_tensors(tmp_path / "run" / GENERATOR)
     assert json.loads(meta["ganforge.config"])["name"] == "tiny" and meta["ganforge.step"] == "4"
@@ -84,7 +87,7 @@ def test_resume_refuses_a_different_model(tiny, tmp_path):
     other.optim.lr = 0.5
     with pytest.raises(CheckpointError, match="differs from the run's in optim.lr"):
         Trainer(other, registry, tmp_path / "run2", device="cpu").resume(tmp_path / "run")
-    with pytest.raises(CheckpointError, match="no train_state.safetensors"):
+    with pytest.raises(CheckpointError, match="not a ganforge run directory"):
         Trainer(config, registry, tmp_path / "x", device="cpu").resume(tmp_path / "empty")
 
 
@@ -92,7 +95,7 @@ def test_weights_round_trip_and_sampling_is_deterministic(tiny, tmp_path):
     config, registry = tiny
     trainer = Trainer(config, registry, tmp_path, device="cpu")
     trainer.fit(2)
-    G, loaded_config = load_generator(tmp_path / GENERATOR_EMA, load_registry)
+    G, loaded_config = load_generator(tmp_path / GENERATOR_EMA, load_registry())
     assert loaded_config.model == config.model
     z = latents(5, 16, seed=1)
     with torch.no_grad():
@@ -105,10 +108,10 @@ def test_weights_round_trip_and_sampling_is_deterministic(tiny, tmp_path):
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="weights file not found"):
-        load_generator(tmp_path / "nope.safetensors", load_registry)
+        load_generator(tmp_path / "nope.safetensors", load_registry())
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
-        load_generator(tmp_path / "junk.safetensors", load_registry)
+        load_generator(tmp_path / "junk.safetensors", load_registry())
 
 
 @pytest.mark.parametrize("loss, optim", [("wgan_gp", "rmsprop"), ("hinge", "adam"), ("non_saturating", "adam")])

@@ -1,0 +1,189 @@
+"""The run directory: its layout, checkpoints as single verified units, and the metrics log.
+
+::
+
+    RUN/config.toml                              the resolved config (written when training starts)
+    RUN/checkpoints/step_0001234.safetensors     one file per checkpoint: G, G_ema, D, both optimizer
+                                                 states, step, best FID, config; checksummed; last K kept
+    RUN/generator.safetensors                    the latest checkpoint's networks, for sampling:
+    RUN/generator_ema.safetensors                refreshed after every checkpoint, never read by
+    RUN/discriminator.safetensors                --resume
+    RUN/generator_best.safetensors               the EMA generator with the lowest FID so far
+    RUN/metrics.jsonl, RUN/samples/step_*.png
+
+A checkpoint is one file written to a temporary name, fsynced and renamed, so a reader sees the old
+complete checkpoint or the new complete one and never a mixture, whenever the writer is killed.
+Resuming takes the newest checkpoint whose checksum and step agree, and falls back to the one
+before (with a warning naming what was wrong) otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import atomic_write, load_tensors, remove_temporaries, save_tensors
+from .errors import CheckpointError, GanforgeError
+
+CONFIG_FILE = "config.toml"
+GENERATOR, GENERATOR_EMA, DISCRIMINATOR = (
+    "generator.safetensors",
+    "generator_ema.safetensors",
+    "discriminator.safetensors",
+)
+GENERATOR_BEST = "generator_best.safetensors"
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+SAMPLES = "samples"
+STATE_KEY = "ganforge.train_state"
+_STEP_FILE = re.compile(r"^step_(\d+)\.safetensors$")
+ARTIFACTS = (CONFIG_FILE, GENERATOR, GENERATOR_EMA, DISCRIMINATOR, GENERATOR_BEST, METRICS, CHECKPOINTS, SAMPLES)
+
+Warn = Callable[[str], None]
+
+
+@dataclass
+class Checkpoint:
+    """A verified checkpoint: its tensors (prefixed by part) and its JSON train state."""
+
+    path: Path
+    step: int
+    tensors: dict[str, torch.Tensor]
+    state: dict[str, Any]
+    metadata: dict[str, str]
+
+    def part(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The tensors of one part (``generator``, ``opt_d``, ...) without the prefix."""
+        head = f"{prefix}."
+        return {k[len(head) :]: v for k, v in self.tensors.items() if k.startswith(head)}
+
+
+class RunDir:
+    """One training run's folder."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.checkpoints = self.path / CHECKPOINTS
+
+    def is_run(self) -> bool:
+        """Does the folder already hold (part of) a ganforge run?"""
+        return any((self.path / name).exists() for name in (CONFIG_FILE, CHECKPOINTS, METRICS))
+
+    def prepare(self, *, resume: bool, overwrite: bool, warn: Warn) -> None:
+        """Claim the folder for training: refuse to write over a run by accident; clean a killed run's debris."""
+        if self.path.exists() and not self.path.is_dir():
+            raise GanforgeError(f"--out {self.path}: exists and is not a folder")
+        if self.is_run() and not resume:
+            if not overwrite:
+                raise GanforgeError(
+                    f"--out {self.path}: already holds a run; continue it with --resume {self.path}, "
+                    "or replace it with --overwrite"
+                )
+            self.clear()
+        self.path.mkdir(parents=True, exist_ok=True)
+        removed = [
+            p for folder in (self.path, self.checkpoints, self.path / SAMPLES) for p in remove_temporaries(folder)
+        ]
+        if removed:
+            warn(f"removed {len(removed)} temporary file(s) an interrupted run left in {self.path}")
+
+    def clear(self) -> None:
+        """Delete ganforge's own files (and nothing else) from the folder."""
+        for name in ARTIFACTS:
+            target = self.path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint_path(self, step: int) -> Path:
+        return self.checkpoints / f"step_{step:07d}.safetensors"
+
+    def checkpoint_steps(self) -> list[int]:
+        """Steps of the checkpoint files present, newest first."""
+        if not self.checkpoints.is_dir():
+            return []
+        found = (_STEP_FILE.match(p.name) for p in self.checkpoints.iterdir())
+        return sorted((int(m.group(1)) for m in found if m), reverse=True)
+
+    def write_checkpoint(
+        self, step: int, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any], keep: int
+    ) -> Path:
+        """Write one checkpoint atomically, then delete all but the newest ``keep``."""
+        path = self.checkpoint_path(step)
+        save_tensors(path, tensors, metadata)
+        for old in self.checkpoint_steps()[keep:]:
+            self.checkpoint_path(old).unlink(missing_ok=True)
+        return path
+
+    def read_checkpoint(self, step: int) -> Checkpoint:
+        """One checkpoint, verified: readable, checksum present and right, step as its name says."""
+        path = self.checkpoint_path(step)
+        tensors, meta = load_tensors(path)
+        if "ganforge.checksum" not in meta:
+            raise CheckpointError(f"{path}: no checksum in its metadata")
+        if STATE_KEY not in meta:
+            raise CheckpointError(f"{path}: no '{STATE_KEY}' in its metadata")
+        try:
+            state = json.loads(meta[STATE_KEY])
+        except ValueError:
+            raise CheckpointError(f"{path}: metadata '{STATE_KEY}' is not valid JSON") from None
+        if not isinstance(state, dict) or state.get("step") != step:
+            raise CheckpointError(f"{path}: its train state is for step {state.get('step')}, not {step}")
+        return Checkpoint(path, step, tensors, state, meta)
+
+    def latest_checkpoint(self, warn: Warn) -> Checkpoint | None:
+        """The newest checkpoint that verifies; damaged ones are renamed ``*.bad`` with a warning."""
+        for step in self.checkpoint_steps():
+            try:
+                return self.read_checkpoint(step)
+            except CheckpointError as exc:
+                path = self.checkpoint_path(step)
+                path.replace(path.with_suffix(".bad"))
+                warn(f"skipping a damaged checkpoint ({exc}); kept as {path.with_suffix('.bad').name}")
+        return None
+
+    def export(self, name: str, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
+        """A top-level weights file (what users sample from)."""
+        save_tensors(self.path / name, tensors, metadata)
+
+    # ------------------------------------------------------------------ metrics log
+
+    def log(self, record: Mapping[str, Any]) -> None:
+        with (self.path / METRICS).open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def read_metrics(self, warn: Warn | None = None) -> list[dict[str, Any]]:
+        """Every record of ``metrics.jsonl``; lines that do not parse (a torn append) are dropped."""
+        path = self.path / METRICS
+        if not path.is_file():
+            return []
+        records, torn = [], []
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+            elif line.strip():
+                torn.append(number)
+        if torn and warn is not None:
+            warn(f"{path}: dropped {len(torn)} unreadable line(s) ({', '.join(map(str, torn[:5]))}), e.g. a torn write")
+        return records
+
+    def truncate_metrics(self, step: int, warn: Warn) -> None:
+        """Keep the records up to ``step`` (those after it will be written again by the resumed run)."""
+        path = self.path / METRICS
+        if path.is_file():
+            kept = [r for r in self.read_metrics(warn) if r["step"] <= step]
+            atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))

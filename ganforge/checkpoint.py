@@ -112,7 +112,8 @@ def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata
     fd, tmp = _temporary(path)
     os.close(fd)
     try:
-        save_file(plain, tmp, metadata=meta)
+        save_file(plain, tmp, metadata=meta)  # safetensors creates the file anew: set its mode afterwards
+        os.chmod(tmp, _FILE_MODE)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -71,10 +71,11 @@ class FiniteCheck:
         if step < 0:
             return
         code = int(self.bad_what)
-        what = " and ".join(name for bit, name in enumerate(WHAT) if code >> bit & 1)
+        bad = [name for bit, name in enumerate(WHAT) if code >> bit & 1]
+        what = " and ".join(bad) + (" are" if len(bad) > 1 else " is")
         kept = (
             f"the last checkpoint (step {last_checkpoint}) is untouched"
             if last_checkpoint is not None
             else "nothing was saved"
         )
-        raise TrainingStopped(f"step {step}: {what} is not finite (nan or inf); training stopped, {kept}; {HINT}")
+        raise TrainingStopped(f"step {step}: {what} not finite (nan or inf); training stopped, {kept}; {HINT}")

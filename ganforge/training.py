@@ -258,8 +258,10 @@ class Trainer:
         self.checkpoint_step = self.step
         self._export({part: net.state_dict() for part, net in nets.items()})
 
-    def _export(self, parts: dict[str, dict[str, torch.Tensor]]) -> None:
+    def _export(self, parts: dict[str, dict[str, torch.Tensor]], only: list[str] | None = None) -> None:
         for part, name in PARTS.items():
+            if only is not None and part not in only:
+                continue
             role = "discriminator" if part == "discriminator" else "generator"
             self.run.export(name, parts[part], self._model_metadata(role))
 
@@ -311,7 +313,16 @@ class Trainer:
         self.step = self.checkpoint_step = checkpoint.step
         self.best_fid = state.get("best_fid")
         self._adopt_best()
-        self._export({part: checkpoint.part(part) for part in nets})
+        stale = [part for part, name in PARTS.items() if self._exported_step(self.out / name) != checkpoint.step]
+        if stale:  # killed between the checkpoint and its exports: bring them level
+            self._export({part: checkpoint.part(part) for part in nets}, only=stale)
+
+    @staticmethod
+    def _exported_step(path: Path) -> int | None:
+        try:
+            return int(read_header(path).metadata["ganforge.step"])
+        except (CheckpointError, KeyError, ValueError):
+            return None
 
     def _adopt_best(self) -> None:
         """An evaluation after the last checkpoint (the final one) may have set a better FID: take it."""
@@ -372,6 +383,8 @@ class Trainer:
         else:
             plan = f"{self.steps_per_epoch} steps per epoch"
         self.console.print(f"device {self.device}, {plan}, step {self.step} → {total_steps}")
+        if total_steps < self.step:
+            self.warn(f"the run is already at step {self.step}, past the {total_steps} asked for; nothing to train")
         self.G.train()
         self.D.train()
         with GracefulStop() as stop:

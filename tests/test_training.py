@@ -8,8 +8,8 @@ import torch
 from ganforge.checkpoint import load_tensors
 from ganforge.errors import CheckpointError
 from ganforge.plugins import load_registry
-from ganforge.sampling import generate, latents, load_generator
 from ganforge.rundir import CHECKPOINTS, GENERATOR, GENERATOR_EMA
+from ganforge.sampling import generate, latents, load_generator
 from ganforge.training import Trainer
 
 

@@ -1,0 +1,490 @@
+"""Runs that survive: kills inside checkpoint writing, signals, divergence, untrusted weights files,
+run directories and one-line errors. Each test is a row of docs/reliability.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import write_tiny
+
+from ganforge.checkpoint import load_tensors, read_header, save_tensors
+from ganforge.cli import main
+from ganforge.config import dump_toml, load_config
+from ganforge.errors import CheckpointError, GanforgeError, Interrupted, TrainingStopped
+from ganforge.interrupts import GracefulStop
+from ganforge.plugins import load_registry
+from ganforge.rundir import CHECKPOINTS, GENERATOR_EMA, METRICS, RunDir
+from ganforge.sampling import load_generator
+from ganforge.training import Trainer
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line_error(result, code: int) -> str:
+    assert result.exit_code == code, result.output
+    errors = [line for line in result.output.strip().splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and result.output.strip().endswith(errors[0]), result.output  # progress may come first
+    assert "Traceback" not in result.output
+    return errors[0]
+
+
+def ganforge_process(*args, kill: tuple[int, str] | None = None, cwd: Path, **popen):
+    """``ganforge ARGS`` in a child process (optionally SIGKILLed at a write, see tests/killer.py)."""
+    head = [sys.executable, str(TESTS / "killer.py"), str(kill[0]), kill[1]] if kill else [sys.executable, "-m"]
+    command = head + ([] if kill else ["ganforge.cli"]) + [str(a) for a in args]
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "COLUMNS": "200"}
+    return subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+    )
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def final_tensors(run: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_tensors(run / CHECKPOINTS / f"step_{step:07d}.safetensors")[0]
+
+
+def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+# --------------------------------------------------------------------------- checkpoints as units
+
+
+@pytest.mark.slow
+def test_sigkill_inside_checkpoint_writing_then_resume_is_bit_identical(tmp_path):
+    """Killed before a rename, after one, and with a checkpoint half-written: every resume continues exactly."""
+    config = write_tiny(tmp_path)
+    args = ("build", config, "--steps", 6, "--set", "train.checkpoint_every=1", "--no-eval")
+    reference = ganforge_process(*args, "--out", "straight", cwd=tmp_path)
+    assert reference.wait() == 0, reference.stderr.read()
+
+    kills = [(2, "torn"), (7, "before"), (9, "after"), (12, "torn"), (6, "before")]
+    first = True
+    for point in [*kills, None]:
+        where = ("--out", "run") if first else ("--resume", "run")
+        child = ganforge_process(*args, *where, kill=point, cwd=tmp_path)
+        code, err = child.wait(), child.stderr.read()
+        if point is None:
+            assert code == 0, err
+        else:
+            assert code == -signal.SIGKILL, (point, err)
+        if not first and point == (7, "before"):  # the torn first checkpoint's temporary was cleaned up
+            assert "removed 1 temporary file" in err, err
+        first = False
+    assert not list((tmp_path / "run").rglob("*.tmp"))
+    assert_same_tensors(final_tensors(tmp_path / "run", 6), final_tensors(tmp_path / "straight", 6))
+    for name in ("generator.safetensors", GENERATOR_EMA, "discriminator.safetensors"):
+        assert_same_tensors(load_tensors(tmp_path / "run" / name)[0], load_tensors(tmp_path / "straight" / name)[0])
+    steps = [json.loads(x)["step"] for x in (tmp_path / "run" / METRICS).read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tiny, tmp_path):
+    config, registry = tiny
+    straight = Trainer(config, registry, tmp_path / "straight", device="cpu")
+    straight.fit(4)
+    Trainer(config, registry, tmp_path / "run", device="cpu").fit(4)  # checkpoints at 2 and 4
+    newest = tmp_path / "run" / CHECKPOINTS / "step_0000004.safetensors"
+    data = bytearray(newest.read_bytes())
+    data[-5] ^= 0xFF  # one flipped bit in the tensor data
+    newest.write_bytes(bytes(data))
+    warnings = []
+    again = Trainer(config, registry, tmp_path / "run", device="cpu")
+    again.warn = warnings.append
+    again.resume(tmp_path / "run")
+    assert again.step == 2
+    assert any("checksum mismatch" in w and "step_0000004" in w for w in warnings)
+    assert newest.with_suffix(".bad").is_file() and not newest.exists()
+    again.fit(4)
+    for a, b in ((straight.G, again.G), (straight.D, again.D), (straight.G_ema, again.G_ema)):
+        assert_same_tensors(a.state_dict(), b.state_dict())
+
+
+@pytest.mark.parametrize("damage", ["no metadata", "wrong step", "truncated"])
+def test_checkpoints_that_do_not_verify_are_skipped(tiny, tmp_path, damage):
+    config, registry = tiny
+    Trainer(config, registry, tmp_path, device="cpu").fit(4)
+    newest = tmp_path / CHECKPOINTS / "step_0000004.safetensors"
+    if damage == "no metadata":
+        save_tensors(newest, load_tensors(newest)[0], {})
+    elif damage == "wrong step":  # a consistent file under the wrong name
+        tensors, meta = load_tensors(newest)
+        state = {**json.loads(meta["ganforge.train_state"]), "step": 3}
+        kept = {k: v for k, v in meta.items() if k not in ("format", "ganforge.checksum")}
+        save_tensors(newest, tensors, {**kept, "ganforge.train_state": state})
+    else:
+        newest.write_bytes(newest.read_bytes()[:1000])
+    warnings = []
+    again = Trainer(config, registry, tmp_path, device="cpu")
+    again.warn = warnings.append
+    again.resume(tmp_path)
+    assert again.step == 2 and len(warnings) == 1 and "step_0000004" in warnings[0]
+
+
+def test_only_the_newest_checkpoints_are_kept(tiny, tmp_path):
+    config, registry = tiny
+    config.train.checkpoint_every, config.train.keep_checkpoints = 1, 3
+    Trainer(config, registry, tmp_path, device="cpu").fit(5)
+    assert RunDir(tmp_path).checkpoint_steps() == [5, 4, 3]
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_zero(tiny, tmp_path):
+    config, registry = tiny
+    run = RunDir(tmp_path / "run")
+    run.prepare(resume=False, overwrite=False, warn=print)
+    (run.path / "config.toml").write_text(dump_toml(config))
+    run.checkpoints.mkdir()
+    (run.checkpoints / ".step_0000002.safetensors.abc.tmp").write_bytes(b"half")
+    warnings = []
+    run.prepare(resume=True, overwrite=False, warn=warnings.append)
+    assert warnings == [f"removed 1 temporary file(s) an interrupted run left in {run.path}"]
+    assert list(run.checkpoints.iterdir()) == []
+    trainer = Trainer(config, registry, run.path, device="cpu")
+    trainer.warn = warnings.append
+    trainer.resume(run.path)
+    assert trainer.step == 0 and "no complete checkpoint yet" in warnings[-1]
+
+
+# --------------------------------------------------------------------------- signals
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_the_step_writes_a_checkpoint_and_prints_how_to_resume(tmp_path, signum):
+    config = write_tiny(tmp_path)
+    child = ganforge_process(
+        "build", config, "--out", "run", "--steps", 1000, "--set", "train.checkpoint_every=500", cwd=tmp_path
+    )
+    metrics = tmp_path / "run" / METRICS
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    child.send_signal(signum)
+    code, err = child.wait(timeout=120), child.stderr.read()
+    assert code == 128 + signum
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("interrupted at step ") and "; resume with: ganforge build " in last, err
+    step = int(last.split()[3].rstrip(";"))
+    assert "--resume run --set=train.checkpoint_every=500 --steps=1000" in last
+    assert RunDir(tmp_path / "run").checkpoint_steps() == [step]
+    header = read_header(tmp_path / "run" / GENERATOR_EMA)
+    assert header.metadata["ganforge.step"] == str(step)
+    resumed = ganforge_process(
+        "build", config, "--resume", "run", "--steps", step + 1, "--set", "train.checkpoint_every=500", cwd=tmp_path
+    )
+    assert resumed.wait() == 0
+    assert f"step {step} → {step + 1}" in resumed.stderr.read()
+
+
+def test_graceful_stop_defers_the_first_signal_and_aborts_on_the_second():
+    previous = signal.getsignal(signal.SIGINT)
+    with GracefulStop() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+        assert stop.signum == signal.SIGTERM  # noted, nothing raised: the step goes on
+        with pytest.raises(Interrupted) as caught:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+        assert caught.value.exit_code == 128 + signal.SIGINT
+    assert signal.getsignal(signal.SIGINT) is previous
+    with GracefulStop() as stop, pytest.raises(Interrupted):
+        with stop.immediately():  # after the final checkpoint, the first signal stops at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)
+
+
+def test_final_checkpoint_is_written_before_the_final_evaluation(tiny, tmp_path, monkeypatch):
+    config, registry = tiny
+    config.eval.metrics = load_config(write_tiny(tmp_path, extra='\n[eval]\nmetrics = ["fid"]\n'), load_registry)[
+        0
+    ].eval.metrics
+
+    def killed_evaluation(self):
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(Trainer, "evaluate", killed_evaluation)
+    trainer = Trainer(config, registry, tmp_path / "run", device="cpu")
+    with pytest.raises(Interrupted) as caught:
+        trainer.fit(3)
+    assert caught.value.step == caught.value.checkpoint_step == 3
+    assert RunDir(tmp_path / "run").checkpoint_steps()[0] == 3
+    Trainer(config, registry, tmp_path / "noeval", device="cpu").fit(3, evaluate=False)  # --no-eval: never called
+
+
+# --------------------------------------------------------------------------- divergence
+
+
+def test_a_nan_loss_stops_training_and_leaves_the_last_checkpoint_byte_identical(tiny, tmp_path):
+    config, registry = tiny
+    Trainer(config, registry, tmp_path, device="cpu").fit(2)
+    before = snapshot(tmp_path)
+    trainer = Trainer(config, registry, tmp_path, device="cpu")
+    trainer.resume(tmp_path)
+    loss_d = trainer.loss.discriminator
+    trainer.loss.discriminator = lambda *a: loss_d(*a) * float("nan")
+    with pytest.raises(
+        TrainingStopped, match=r"^step 3: loss_d .* not finite.*the last checkpoint \(step 2\) is untouched"
+    ):
+        trainer.fit(6)
+    assert snapshot(tmp_path) == before
+
+
+def test_divergence_through_the_cli_exits_1_with_one_line(tmp_path):
+    line = one_line_error(
+        cli("build", write_tiny(tmp_path), "--out", tmp_path / "run", "--steps", 3, "--set", "optim.lr=1e20"), 1
+    )
+    assert "step 1:" in line and "not finite" in line and "nothing was saved" in line
+    assert RunDir(tmp_path / "run").checkpoint_steps() == []
+
+
+def test_skip_mode_skips_the_bad_update_and_goes_on(tiny, tmp_path):
+    config, registry = tiny
+    config.train.on_nonfinite = "skip"
+    trainer = Trainer(config, registry, tmp_path, device="cpu")
+    trainer.fit(2)
+    d_before = {k: v.detach().clone() for k, v in trainer.D.named_parameters()}
+    g_before = {k: v.detach().clone() for k, v in trainer.G.named_parameters()}
+    loss_d = trainer.loss.discriminator
+    trainer.loss.discriminator = lambda *a: loss_d(*a) * (float("nan") if trainer.step == 2 else 1.0)
+    trainer.fit(3)
+    # D's update of step 3 was skipped (its spectral-norm vectors still moved in the forward pass); G's was not
+    assert_same_tensors({k: v.detach() for k, v in trainer.D.named_parameters()}, d_before)
+    assert any(not torch.equal(v, g_before[k]) for k, v in trainer.G.named_parameters())
+    trainer.fit(4)
+    assert all(torch.isfinite(v).all() for v in trainer.D.state_dict().values())
+    last = json.loads((tmp_path / METRICS).read_text().splitlines()[-1])
+    assert last["step"] == 4 and last["skipped_steps"] == 1
+
+
+# --------------------------------------------------------------------------- untrusted weights files
+
+
+@pytest.fixture
+def weights(tiny, tmp_path):
+    config, registry = tiny
+    Trainer(config, registry, tmp_path / "run", device="cpu").fit(1)
+    return tmp_path / "run" / GENERATOR_EMA
+
+
+def craft(source: Path, target: Path, edit) -> Path:
+    """A copy of ``source`` whose metadata config was changed by ``edit``, with a valid checksum."""
+    tensors, meta = load_tensors(source)
+    config = json.loads(meta["ganforge.config"])
+    edit(config, meta)
+    meta["ganforge.config"] = json.dumps(config)
+    save_tensors(target, tensors, {k: v for k, v in meta.items() if k not in ("format", "ganforge.checksum")})
+    return target
+
+
+def test_a_weights_file_never_imports_the_modules_it_names(weights, tmp_path, monkeypatch):
+    marker = tmp_path / "imported"
+    (tmp_path / "marker_plugin.py").write_text(f"open({str(marker)!r}, 'w').write('code ran')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    crafted = craft(weights, tmp_path / "crafted.safetensors", lambda c, m: c.update(plugins=["marker_plugin"]))
+    result = cli("sample", "--weights", crafted, "-n", 2, "--out", tmp_path / "png")
+    assert result.exit_code == 0, result.output
+    assert not marker.exists() and "marker_plugin" not in sys.modules
+    assert len(list((tmp_path / "png").glob("*.png"))) == 2
+
+
+def test_a_file_needing_a_plugin_that_is_not_installed_names_it(weights, tmp_path):
+    def needs_plugin(config, meta):
+        config["model"]["generator"]["attention"] = {"name": "fancy_attention"}
+        meta["ganforge.plugins"] = json.dumps({**json.loads(meta["ganforge.plugins"]), "fancy": "2.1.0"})
+
+    crafted = craft(weights, tmp_path / "needs.safetensors", needs_plugin)
+    line = one_line_error(cli("sample", "--weights", crafted, "-n", 1, "--out", tmp_path / "png"), 2)
+    assert "unknown attention 'fancy_attention'" in line and "fancy 2.1.0" in line and "--plugin" in line
+    assert not (tmp_path / "png").exists()
+
+
+def test_a_header_asking_for_a_huge_model_is_refused_before_allocation(weights, tmp_path, monkeypatch):
+    import ganforge.sampling
+
+    def huge(config, meta):
+        config["model"]["generator"]["channels"] = {"4": 2**20, "8": 2**20, "16": 2**20}
+
+    crafted = craft(weights, tmp_path / "huge.safetensors", huge)
+    devices = []
+    build = ganforge.sampling.build_generator
+
+    def recording_build(*args, **kwargs):
+        devices.append(torch.empty(0).device.type)  # the default device the model is built on
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(ganforge.sampling, "build_generator", recording_build)
+    with pytest.raises(CheckpointError, match="does not match its tensors: .*model \\[1048576"):
+        load_generator(crafted, load_registry())
+    assert devices == ["meta"]  # the real build (a 4-PB allocation) never happened
+
+
+def test_a_modified_file_fails_its_checksum(weights, tmp_path):
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x01
+    (tmp_path / "flipped.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        load_generator(tmp_path / "flipped.safetensors", load_registry())
+
+
+# --------------------------------------------------------------------------- run directories
+
+
+def test_out_naming_an_existing_run_needs_resume_or_overwrite(tmp_path):
+    config = write_tiny(tmp_path)
+    assert cli("build", config, "--out", tmp_path / "run", "--steps", 2).exit_code == 0
+    before = snapshot(tmp_path / "run")
+    line = one_line_error(cli("build", config, "--out", tmp_path / "run", "--steps", 2), 2)
+    assert "already holds a run" in line and "--resume" in line and "--overwrite" in line
+    assert snapshot(tmp_path / "run") == before
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    assert cli("build", config, "--out", tmp_path / "run", "--steps", 1, "--overwrite").exit_code == 0
+    steps = [json.loads(x)["step"] for x in (tmp_path / "run" / METRICS).read_text().splitlines()]
+    assert steps == [1] and (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    assert one_line_error(cli("build", config, "--resume", tmp_path / "nowhere"), 2).endswith("or checkpoints/)")
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(tiny, tmp_path):
+    config, registry = tiny
+    Trainer(config, registry, tmp_path, device="cpu").fit(2)
+    with (tmp_path / METRICS).open("a") as handle:
+        handle.write('{"step": 3, "loss_d": 1.2')  # the disk filled up mid-append
+    warnings = []
+    trainer = Trainer(config, registry, tmp_path, device="cpu")
+    trainer.warn = warnings.append
+    trainer.resume(tmp_path)
+    assert any("dropped 1 unreadable line(s) (3)" in w for w in warnings)
+    trainer.fit(4)
+    steps = [json.loads(x)["step"] for x in (tmp_path / METRICS).read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_output_files_get_the_permissions_of_the_umask(tiny, tmp_path):
+    config, registry = tiny
+    Trainer(config, registry, tmp_path, device="cpu").fit(2)
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in (
+        tmp_path / GENERATOR_EMA,
+        tmp_path / CHECKPOINTS / "step_0000002.safetensors",
+        tmp_path / "config.toml",
+    ):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
+
+
+# --------------------------------------------------------------------------- one line, always
+
+
+BROKEN_PLUGINS = {
+    "raises_runtime": "raise RuntimeError('no GPU found at import')\n",
+    "bad_syntax": "def broken(:\n",
+}
+
+
+@pytest.mark.parametrize("module, shown", [("raises_runtime", "RuntimeError: no GPU"), ("bad_syntax", "SyntaxError")])
+def test_a_plugin_module_that_fails_to_import_is_one_line(tmp_path, monkeypatch, module, shown):
+    (tmp_path / f"{module}.py").write_text(BROKEN_PLUGINS[module])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    line = one_line_error(cli("build", write_tiny(tmp_path), "--dry-run", "--set", f'plugins=["{module}"]'), 2)
+    assert f"plugin module '{module}' cannot be imported: {shown}" in line
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optim.betas=[1.5, 0.99]", "optim.betas.0: Input should be less than 1"),
+        ("optim.lr=inf", "optim.lr: must be a finite number"),
+        ("loss.name=nan", None),  # a string, not a number: the unknown-loss error
+        ("model.latent_dim=nan", "model.latent_dim: must be a finite number"),
+    ],
+)
+def test_bad_numbers_in_a_config_are_one_line(tmp_path, override, key):
+    line = one_line_error(cli("build", write_tiny(tmp_path), "--dry-run", "--set", override), 2)
+    assert key is None or key in line
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('name = "Röntgen"\n'.encode("latin-1"))
+    assert "not UTF-8 text" in one_line_error(cli("build", path, "--dry-run"), 2)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("Image Index,Finding Labels\nphantom_000000.png\n", "line 2 has fewer columns than the header"),
+        ("Image Index,Finding Labels\nphantom_000000.png,Ödem\n".encode("latin-1"), "not UTF-8 text"),
+    ],
+)
+def test_a_broken_labels_csv_is_one_line(tmp_path, content, message):
+    from ganforge_plugins.image_folder import image_folder
+
+    from ganforge.images import save_png
+
+    save_png(torch.zeros(1, 8, 8, dtype=torch.uint8), tmp_path / "phantom_000000.png")
+    (tmp_path / "labels.csv").write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(GanforgeError, match=message):
+        image_folder(root=str(tmp_path), labels_csv="labels.csv", resolution=8, image_channels=1)
+
+
+def test_output_errors_are_one_line_exit_1(weights, tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("")
+    line = one_line_error(cli("sample", "--weights", weights, "-n", 1, "--out", tmp_path / "a_file" / "png"), 1)
+    assert "a_file" in line
+
+    import ganforge.export
+
+    def disk_full(path, data):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(ganforge.export, "atomic_write", disk_full)
+    line = one_line_error(cli("sample", "--weights", weights, "-n", 1, "--out", tmp_path / "png"), 1)
+    assert line.endswith("sample_00000.png: No space left on device")
+
+
+def test_asking_for_more_samples_than_the_disk_holds_is_refused_up_front(weights, tmp_path):
+    line = one_line_error(cli("sample", "--weights", weights, "-n", 10**12, "--out", tmp_path / "png"), 2)
+    assert line.startswith("error: -n 1000000000000: about ") and "would not fit" in line
+    assert list((tmp_path / "png").glob("*.png")) == []
+
+
+def test_two_plugins_with_one_entry_point_name_are_named(monkeypatch):
+    real = metadata.entry_points(group="ganforge")
+    clash = metadata.EntryPoint(name="attention", value="ganforge_cbam.attention", group="ganforge")
+    monkeypatch.setattr(metadata, "entry_points", lambda group: [*real, clash] if group == "ganforge" else [])
+    with pytest.raises(
+        GanforgeError,
+        match="two installed plugins use the entry-point name 'attention': "
+        "ganforge_plugins.attention .*and ganforge_cbam.attention",
+    ):
+        load_registry()
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    from ganforge.errors import ConfigError
+
+    result = CliRunner().invoke(main, ["--debug", "build", str(tmp_path / "missing.toml")])
+    assert isinstance(result.exception, ConfigError)
+    monkeypatch.setenv("GANFORGE_DEBUG", "1")
+    result = CliRunner().invoke(main, ["build", str(tmp_path / "missing.toml")])
+    assert isinstance(result.exception, ConfigError)

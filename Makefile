@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 # narrow SAMGAN demo on the offline PHANTOM data with a final FID/MS-SSIM, then sample 16 PNGs and a grid.
 demo: $(STAMP)
 	$(BIN)/ganforge inception-weights
-	$(BIN)/ganforge build examples/demo.toml --out runs/demo
+	$(BIN)/ganforge build examples/demo.toml --out runs/demo --overwrite
 	$(BIN)/ganforge sample --weights runs/demo/generator_ema.safetensors -n 16 --seed 1 \
 		--out runs/demo/samples_png --grid runs/demo/samples_grid.png
 	@echo "demo: weights in runs/demo/, training grids in runs/demo/samples/, samples in runs/demo/samples_png/"

@@ -12,7 +12,8 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,28 +53,29 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _temporary(path: Path) -> tuple[int, str]:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    os.fchmod(fd, _FILE_MODE)
-    return fd, tmp
-
-
-def atomic_write(path: str | Path, data: bytes | str) -> None:
-    """Write to a temporary file beside ``path``, fsync, rename over ``path``: never half a file."""
-    path = Path(path)
+@contextmanager
+def _replacing(path: Path) -> Iterator[str]:
+    """Yield a temporary name beside ``path`` to write; then fsync it, give it the umask's mode, rename it
+    over ``path`` and fsync the folder. On any error (or a signal) the temporary file is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = _temporary(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
+        yield tmp
+        os.chmod(tmp, _FILE_MODE)
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half a file."""
+    with _replacing(Path(path)) as tmp:
+        Path(tmp).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def remove_temporaries(folder: Path) -> list[Path]:
@@ -103,24 +105,12 @@ def checksum(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -
 
 def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
     """Atomic, checksummed safetensors file; metadata values that are not strings are stored as JSON."""
-    path = Path(path)
     meta = {"format": FORMAT}
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
     plain = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta[CHECKSUM] = checksum(plain, meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temporary(path)
-    os.close(fd)
-    try:
-        save_file(plain, tmp, metadata=meta)  # safetensors creates the file anew: set its mode afterwards
-        os.chmod(tmp, _FILE_MODE)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    with _replacing(Path(path)) as tmp:
+        save_file(plain, tmp, metadata=meta)
 
 
 @dataclass(frozen=True)

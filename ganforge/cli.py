@@ -35,8 +35,7 @@ def _one_line(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, GanforgeError):
         return str(exc), exc.exit_code
     if isinstance(exc, Interrupted):
-        where = f"at step {exc.step}" if exc.step >= 0 else "before training started"
-        return f"interrupted {where}", exc.exit_code
+        return "interrupted" + (f" at step {exc.step}" if exc.step >= 0 else ""), exc.exit_code
     if isinstance(exc, KeyboardInterrupt):
         return "aborted", 128 + signal.SIGINT
     if isinstance(exc, OSError):

@@ -59,6 +59,14 @@ class Checkpoint:
     state: dict[str, Any]
     metadata: dict[str, str]
 
+    def config(self) -> dict[str, Any]:
+        """The resolved config the run was trained with."""
+        try:
+            config = json.loads(self.metadata.get("ganforge.config", "{}"))
+        except ValueError:
+            raise CheckpointError(f"{self.path}: metadata 'ganforge.config' is not valid JSON") from None
+        return config if isinstance(config, dict) else {}
+
     def part(self, prefix: str) -> dict[str, torch.Tensor]:
         """The tensors of one part (``generator``, ``opt_d``, ...) without the prefix."""
         head = f"{prefix}."

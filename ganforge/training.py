@@ -9,7 +9,6 @@ step k and training to N gives the same weights as training to N without interru
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from pathlib import Path
@@ -58,7 +57,7 @@ RESUMABLE_CHANGES = {
     "train.on_nonfinite",
     "train.device",
 }
-PARTS = {"generator": GENERATOR, "generator_ema": GENERATOR_EMA, "discriminator": DISCRIMINATOR}
+EXPORTS = {"generator": GENERATOR, "generator_ema": GENERATOR_EMA, "discriminator": DISCRIMINATOR}
 
 
 def select_device(name: str) -> torch.device:
@@ -243,10 +242,15 @@ class Trainer:
     def _model_metadata(self, role: str) -> dict[str, Any]:
         return model_metadata(self.config, self.registry, role, self.step, self.data.description)
 
+    @property
+    def networks(self) -> dict[str, nn.Module]:
+        """The parts of a checkpoint that are networks, by the prefix of their tensors."""
+        return {"generator": self.G, "generator_ema": self.G_ema, "discriminator": self.D}
+
     def save(self) -> None:
         """Write a checkpoint of this step as one unit, then refresh the top-level weights files from it."""
         self.finite.check(self.checkpoint_step)  # a diverged state never replaces a good checkpoint
-        nets = {"generator": self.G, "generator_ema": self.G_ema, "discriminator": self.D}
+        nets = self.networks
         tensors = {f"{part}.{k}": v for part, net in nets.items() for k, v in net.state_dict().items()}
         g_tensors, g_struct = optimizer_tensors("opt_g", self.opt_g)
         d_tensors, d_struct = optimizer_tensors("opt_d", self.opt_d)
@@ -258,12 +262,11 @@ class Trainer:
         self.checkpoint_step = self.step
         self._export({part: net.state_dict() for part, net in nets.items()})
 
-    def _export(self, parts: dict[str, dict[str, torch.Tensor]], only: list[str] | None = None) -> None:
-        for part, name in PARTS.items():
-            if only is not None and part not in only:
-                continue
+    def _export(self, parts: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Top-level weights files (``generator_ema.safetensors``, ...) from the given state dicts."""
+        for part, state in parts.items():
             role = "discriminator" if part == "discriminator" else "generator"
-            self.run.export(name, parts[part], self._model_metadata(role))
+            self.run.export(EXPORTS[part], state, self._model_metadata(role))
 
     def resume(self, run: str | Path) -> None:
         """Continue from the newest verified checkpoint in ``run``; its config must match ours.
@@ -279,7 +282,7 @@ class Trainer:
             self.warn(f"--resume {run}: no complete checkpoint yet; starting from step 0")
             self.run.truncate_metrics(0, self.warn)
             return
-        self._same_experiment(checkpoint.path, json.loads(checkpoint.metadata.get("ganforge.config", "{}")))
+        self._same_experiment(checkpoint.path, checkpoint.config())
         self._load(checkpoint)
         self.run.truncate_metrics(self.step, self.warn)
 
@@ -301,8 +304,7 @@ class Trainer:
             raise CheckpointError(f"--resume {where}: the config differs from the run's in {', '.join(changed)}")
 
     def _load(self, checkpoint: Checkpoint) -> None:
-        nets = {"generator": self.G, "generator_ema": self.G_ema, "discriminator": self.D}
-        for part, net in nets.items():
+        for part, net in self.networks.items():
             load_state(checkpoint.path, net, checkpoint.part(part))
         state = checkpoint.state
         try:
@@ -313,9 +315,9 @@ class Trainer:
         self.step = self.checkpoint_step = checkpoint.step
         self.best_fid = state.get("best_fid")
         self._adopt_best()
-        stale = [part for part, name in PARTS.items() if self._exported_step(self.out / name) != checkpoint.step]
-        if stale:  # killed between the checkpoint and its exports: bring them level
-            self._export({part: checkpoint.part(part) for part in nets}, only=stale)
+        # Killed between a checkpoint and its exports: bring the stale ones level (and leave the rest untouched).
+        stale = [part for part, name in EXPORTS.items() if self._exported_step(self.out / name) != checkpoint.step]
+        self._export({part: checkpoint.part(part) for part in stale})
 
     @staticmethod
     def _exported_step(path: Path) -> int | None:

@@ -6,6 +6,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -31,7 +32,7 @@ DEBUG_ENV = "GANFORGE_DEBUG"
 
 
 def _one_line(exc: BaseException) -> tuple[str, int]:
-    """The message and exit code for an error a user can act on (None: a bug, show the traceback)."""
+    """The one-line message and exit code of an error a user can act on (anything else is a bug: traceback)."""
     if isinstance(exc, GanforgeError):
         return str(exc), exc.exit_code
     if isinstance(exc, Interrupted):
@@ -41,7 +42,8 @@ def _one_line(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, OSError):
         target = f"{exc.filename}: " if exc.filename else ""
         return f"{target}{exc.strerror or exc}", 1
-    return f"out of memory ({str(exc).strip().splitlines()[0] if str(exc).strip() else 'MemoryError'})", 1
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"out of memory ({detail}); try a smaller batch size", 1
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
@@ -55,7 +57,8 @@ class GanforgeGroup(click.Group):
     """
 
     def invoke(self, ctx: click.Context):
-        previous = signal.signal(signal.SIGTERM, _raise_interrupted)  # like Ctrl-C, also outside training
+        main_thread = threading.current_thread() is threading.main_thread()  # where Python handles signals
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted) if main_thread else None  # like Ctrl-C
         try:
             return super().invoke(ctx)
         except (GanforgeError, Interrupted, KeyboardInterrupt, OSError, MemoryError, torch_oom()) as exc:
@@ -65,7 +68,8 @@ class GanforgeGroup(click.Group):
             click.echo(f"error: {message}", err=True)
             ctx.exit(code)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
 
 
 def torch_oom() -> type[BaseException]:

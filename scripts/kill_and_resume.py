@@ -3,10 +3,12 @@
     python scripts/kill_and_resume.py examples/demo.toml --steps 40 --kills 20
 
 runs ``ganforge build CONFIG --steps N --set train.checkpoint_every=1 --no-eval`` once without
-interruption, then again killed ``--kills`` times at moments drawn uniformly over the uninterrupted
-run's duration (import, data, steps, checkpoint writes alike), resuming with ``--resume`` after each
-kill, and finally to the end. It prints one line per kill and exits 0 only when every tensor of
-the final checkpoint and of the top-level weights files equals the uninterrupted run's, bit for bit.
+interruption, then again killed ``--kills`` times, resuming with ``--resume`` after each kill and
+finally running to the end. Kill ``i`` happens at a random step (the steps are drawn without
+replacement and taken in order, so every kill interrupts real training) and at a random moment
+within that step: in the forward or backward pass, the optimizer step, or the middle of writing a
+checkpoint. It prints one line per kill and exits 0 only when every tensor of the final checkpoint
+and of the top-level weights files equals the uninterrupted run's, bit for bit.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ def build(config: Path, out: Path, steps: int, extra: list[str], resume: bool) -
     where = ["--resume", str(out)] if resume else ["--out", str(out)]
     command = [sys.executable, "-m", "ganforge.cli", "build", str(config), "--steps", str(steps), *where, *extra]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _newest(run: Path) -> int:
+    steps = RunDir(run).checkpoint_steps()
+    return steps[0] if steps else 0
 
 
 def tensors(run: Path, steps: int) -> dict[str, dict[str, torch.Tensor]]:
@@ -58,17 +65,22 @@ def main() -> int:
     print(f"uninterrupted: {duration:.1f} s for {args.steps} steps")
 
     rng = random.Random(args.seed)
+    step_time = duration / args.steps
+    targets = sorted(rng.sample(range(args.steps), min(args.kills, args.steps)))
     run = folder / "killed"
-    for kill in range(args.kills):
+    for kill, target in enumerate(targets):
         child = build(args.config, run, args.steps, extra, resume=kill > 0)
-        moment = rng.uniform(0, duration)
+        while child.poll() is None and _newest(run) < target:  # the run reaches the chosen step
+            time.sleep(0.05)
+        moment = rng.uniform(0, step_time)
         time.sleep(moment)
         finished = child.poll() is not None
         child.send_signal(signal.SIGKILL)
         code = child.wait()
-        newest = RunDir(run).checkpoint_steps()
         state = "had already finished" if finished else f"killed (exit {code})"
-        print(f"kill {kill + 1:2d} at {moment:5.1f} s: {state}; newest checkpoint: step {newest[0] if newest else '-'}")
+        print(
+            f"kill {kill + 1:2d} after step {target:3d} + {moment:4.2f} s: {state}; newest checkpoint: {_newest(run)}"
+        )
     final = build(args.config, run, args.steps, extra, resume=True)
     if final.wait() != 0:
         print(final.stderr.read(), file=sys.stderr)

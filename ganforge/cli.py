@@ -106,11 +106,19 @@ def _plugin_option(command):
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="continue the run in DIR")
 @click.option("--overwrite", is_flag=True, help="replace the run already in --out")
 @click.option("--no-eval", is_flag=True, help="skip the [eval] metrics (during and after training)")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    help="override train.precision (auto: bf16 where the hardware has it natively)",
+)
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the generator (train.compile = true)")
 @click.option("--dry-run", is_flag=True, help="print the assembled architecture and exit")
 @click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=0.0002"
 )
-def build(config_path, out, steps, epochs, device, seed, resume, overwrite, no_eval, dry_run, overrides) -> None:
+def build(
+    config_path, out, steps, epochs, device, seed, resume, overwrite, no_eval, precision, compile_, dry_run, overrides
+) -> None:
     """Assemble the GAN described by CONFIG and train it.
 
     Ctrl-C or SIGTERM: the current step ends, a checkpoint is written and the command to resume is
@@ -125,6 +133,7 @@ def build(config_path, out, steps, epochs, device, seed, resume, overwrite, no_e
     if resume is not None and overwrite:
         raise click.UsageError("give --resume or --overwrite, not both")
     sets = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
+    sets += ([f"train.precision={precision}"] if precision else []) + (["train.compile=true"] if compile_ else [])
     config, registry = load_config(config_path, load_registry, sets)
     if dry_run:
         for table in architecture_tables(build_gan(config.model, registry), config.model.latent_dim):

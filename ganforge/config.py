@@ -135,6 +135,11 @@ class TrainConfig(Strict):
     )
     grid_size: int = Field(16, ge=1, description="images in each sample grid")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="--device overrides")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast dtype; auto = bf16 where the hardware has it natively, else fp32"
+    )
+    channels_last: bool = Field(False, description="NHWC memory layout for convolutions")
+    compile: bool = Field(False, description="torch.compile the generator and discriminator")
 
 
 class EvalConfig(Strict):

@@ -31,6 +31,7 @@ from .images import save_grid, to_float, to_uint8
 from .interrupts import GracefulStop
 from .kinds import Growing, Growth, ImageDataset
 from .plugins import plugin_versions
+from .precision import Precision
 from .registry import Registry
 from .rundir import (
     CONFIG_FILE,
@@ -56,8 +57,27 @@ RESUMABLE_CHANGES = {
     "train.keep_checkpoints",
     "train.on_nonfinite",
     "train.device",
+    "train.precision",
+    "train.channels_last",
+    "train.compile",
 }
 EXPORTS = {"generator": GENERATOR, "generator_ema": GENERATOR_EMA, "discriminator": DISCRIMINATOR}
+
+
+def compiled(module: nn.Module) -> nn.Module:
+    """``torch.compile(module)``, or a one-line error where this PyTorch/Python cannot compile.
+
+    Only the generator is compiled. The discriminator runs on real and on fake images before one
+    backward pass, and spectral norm updates its power-iteration vectors in place on every call:
+    eager PyTorch clones them for the backward pass, compiled graphs do not (a "modified by an
+    inplace operation" error in backward, seen with torch 2.14).
+    """
+    if not hasattr(torch, "compile"):
+        raise GanforgeError("train.compile = true: this PyTorch has no torch.compile; set it to false")
+    try:
+        return torch.compile(module)
+    except RuntimeError as exc:  # e.g. a Python version dynamo does not support yet
+        raise GanforgeError(f"train.compile = true: torch.compile is unavailable here ({exc})") from None
 
 
 def select_device(name: str) -> torch.device:
@@ -82,11 +102,12 @@ def model_metadata(config: Config, registry: Registry, role: str, step: int, dat
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema ← decay·ema + (1 − decay)·model for parameters; buffers (e.g. spectral-norm vectors) are copied."""
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1.0 - decay)
-    for e, b in zip(ema.buffers(), model.buffers()):
-        e.copy_(b)
+    """ema ← decay·ema + (1 − decay)·model for parameters; buffers (e.g. spectral-norm vectors) are copied.
+
+    One fused (foreach) kernel per group instead of one small kernel per tensor.
+    """
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+    torch._foreach_copy_(list(ema.buffers()), list(model.buffers()))
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -117,8 +138,12 @@ class Trainer:
         model = config.model
         torch.manual_seed(config.seed)  # initial weights and spectral-norm vectors
         self.gan: GAN = build_gan(model, registry)
-        self.G, self.D = self.gan.generator.to(self.device), self.gan.discriminator.to(self.device)
+        self.precision = Precision.create(config.train.precision, self.device, config.train.channels_last)
+        self.G = self.precision.layout(self.gan.generator.to(self.device))
+        self.D = self.precision.layout(self.gan.discriminator.to(self.device))
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.G_run = compiled(self.G) if config.train.compile else self.G
+        self.D_run = self.D  # eager: see compiled()
         self.loss = registry.build("loss", config.loss.name, config.loss.params)
         self.opt_g = registry.build("optimizer", config.optim.name, config.optim.params, parameters=self.G.parameters())
         d_optim = config.optim_d or config.optim
@@ -210,32 +235,42 @@ class Trainer:
         real = self._batch(growth.batch_size, growth.images_seen)
         for augment in self.augment:
             real = augment(real)
-        real_pyramid = self.gan.connection.pyramid(real, self.config.model.resolutions)
+        real_pyramid = self.gan.connection.pyramid(self.precision.images(real), self.config.model.resolutions)
         z = torch.randn(real.shape[0], self.config.model.latent_dim, device=self.device)
+        amp = self.precision
 
-        fake = self.G(z)
-        self.D.requires_grad_(True)
-        loss_d = self.loss.discriminator(self.D, real_pyramid, [f.detach() for f in fake])
+        with amp.autocast():
+            fake = self.G_run(z)
+            self.D.requires_grad_(True)
+            loss_d = self.loss.discriminator(self.D_run, real_pyramid, [f.detach() for f in fake])
         self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        grad_d = gradient_norm(self.D)
+        amp.backward(loss_d, "discriminator")
+        grad_d = self._gradient_norm(self.D, self.opt_d, "discriminator")
         d_ok = self.finite.allows(loss_d, grad_d)
         if d_ok:
-            self.opt_d.step()
+            amp.step(self.opt_d, "discriminator")
 
-        self.D.requires_grad_(False)
-        loss_g = self.loss.generator(self.D, real_pyramid, fake)
+        with amp.autocast():
+            self.D.requires_grad_(False)
+            loss_g = self.loss.generator(self.D_run, real_pyramid, fake)
         self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        grad_g = gradient_norm(self.G)
+        amp.backward(loss_g, "generator")
+        grad_g = self._gradient_norm(self.G, self.opt_g, "generator")
         g_ok = self.finite.allows(loss_g, grad_g)
         if g_ok:
-            self.opt_g.step()
+            amp.step(self.opt_g, "generator")
             update_ema(self.G_ema, self.G, self.ema_decay(self.step))
         self.step += 1
         self.finite.record(self.step, loss_d, loss_g, grad_d, grad_g)
         self.finite.count(not (d_ok and g_ok), self.step)
         return loss_d.detach(), loss_g.detach()
+
+    def _gradient_norm(self, net: nn.Module, optimizer: torch.optim.Optimizer, name: str) -> torch.Tensor:
+        """The gradient norm the divergence check watches (zero under fp16, whose scaler handles overflow)."""
+        self.precision.unscale(optimizer, name)
+        if not self.precision.checks_gradients:
+            return torch.zeros((), device=self.device)
+        return gradient_norm(net)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -254,7 +289,13 @@ class Trainer:
         tensors = {f"{part}.{k}": v for part, net in nets.items() for k, v in net.state_dict().items()}
         g_tensors, g_struct = optimizer_tensors("opt_g", self.opt_g)
         d_tensors, d_struct = optimizer_tensors("opt_d", self.opt_d)
-        state = {"step": self.step, "opt_g": g_struct, "opt_d": d_struct, "best_fid": self.best_fid}
+        state = {
+            "step": self.step,
+            "opt_g": g_struct,
+            "opt_d": d_struct,
+            "best_fid": self.best_fid,
+            "grad_scalers": self.precision.state(),
+        }
         metadata = {**self._model_metadata("checkpoint"), STATE_KEY: state}
         self.run.write_checkpoint(
             self.step, {**tensors, **g_tensors, **d_tensors}, metadata, self.config.train.keep_checkpoints
@@ -314,6 +355,7 @@ class Trainer:
             raise CheckpointError(f"{checkpoint.path}: optimizer state does not fit ({exc})") from None
         self.step = self.checkpoint_step = checkpoint.step
         self.best_fid = state.get("best_fid")
+        self.precision.load_state(state.get("grad_scalers", {}))
         self._adopt_best()
         # Killed between a checkpoint and its exports: bring the stale ones level (and leave the rest untouched).
         stale = [part for part, name in EXPORTS.items() if self._exported_step(self.out / name) != checkpoint.step]
@@ -384,7 +426,11 @@ class Trainer:
             plan = f"growing {start.resolution}px → {end.resolution}px"
         else:
             plan = f"{self.steps_per_epoch} steps per epoch"
-        self.console.print(f"device {self.device}, {plan}, step {self.step} → {total_steps}")
+        layout = ", channels_last" if self.precision.channels_last else ""
+        compiled_ = ", compiled" if self.config.train.compile else ""
+        self.console.print(
+            f"device {self.device}, {self.precision.mode}{layout}{compiled_}, {plan}, step {self.step} → {total_steps}"
+        )
         if total_steps < self.step:
             self.warn(f"the run is already at step {self.step}, past the {total_steps} asked for; nothing to train")
         self.G.train()

@@ -8,7 +8,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import spectral_norm
+from torch.nn.utils.parametrizations import _SpectralNorm, spectral_norm
 
 from ganforge import hookimpl
 
@@ -43,6 +43,15 @@ class EqualizedLR:
         parametrize.register_parametrization(module, "weight", _Scale(self.gain / math.sqrt(fan_in)))
 
 
+class _FullPrecisionSpectralNorm(_SpectralNorm):
+    """torch's spectral norm with σ computed in fp32 under autocast (CUDA autocast would run its matrix-vector
+    products in bf16/fp16). Same buffers and state-dict names as torch's."""
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(weight.device.type, enabled=False):
+            return super().forward(weight)
+
+
 class SpectralNormParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     power_iterations: int = Field(1, ge=1, description="power iterations per training forward pass")
@@ -57,6 +66,9 @@ class SpectralNorm:
 
     def apply(self, module: nn.Module, fan_in: int) -> None:
         spectral_norm(module, n_power_iterations=self.power_iterations, eps=self.eps)
+        for parametrization in module.parametrizations.weight:
+            if type(parametrization) is _SpectralNorm:
+                parametrization.__class__ = _FullPrecisionSpectralNorm
 
 
 class PixelNormParams(BaseModel):

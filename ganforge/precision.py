@@ -1,0 +1,134 @@
+"""Numeric precision and memory layout of training: one small object the trainer asks, not a set of flags.
+
+``precision = "auto"`` (the default) is bf16 autocast where the hardware computes bf16 natively (CUDA
+GPUs that support it; CPUs with AVX-512-BF16 or AMX) and fp32 everywhere else: on a CPU with only
+AVX2, bf16 autocast sends convolutions to a slow fallback path (measured 77× slower than fp32), so
+no single precision is right on every machine. Parameters, optimizer state, losses, the EMA and
+spectral norm's power iteration stay fp32 in every mode; fp16 adds a gradient scaler per network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import GanforgeError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX-512-BF16 or AMX: the CPU computes bf16 matrix products in hardware."""
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(torch.cpu, probe, None)
+        if check is not None and check():
+            return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve(precision: str, device: torch.device) -> str:
+    """``auto`` → ``bf16`` or ``fp32`` for this device; an explicit choice is checked against it."""
+    if precision not in PRECISIONS:
+        raise GanforgeError(f"train.precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise GanforgeError("train.precision = 'bf16': this GPU has no bf16 support (use 'fp16' or 'fp32')")
+    return precision
+
+
+def hardware_summary(device: torch.device | None = None) -> str:
+    """One line for benchmark tables: the CPU's instruction set and bf16 support, the GPU's name."""
+    cpu = f"CPU {torch.backends.cpu.get_cpu_capability()}, native bf16: {'yes' if cpu_has_native_bf16() else 'no'}"
+    cpu += f", {torch.get_num_threads()} threads"
+    if torch.cuda.is_available():
+        return f"{cpu}; GPU {torch.cuda.get_device_name(device)}"
+    return cpu
+
+
+@dataclass
+class Precision:
+    """Autocast, gradient scaling and memory layout for one training run."""
+
+    mode: str  # resolved: fp32, bf16 or fp16
+    device: torch.device
+    channels_last: bool = False
+    scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, precision: str, device: torch.device, channels_last: bool = False) -> Precision:
+        mode = resolve(precision, device)
+        scalers = {}
+        if mode == "fp16":
+            scalers = {name: torch.amp.GradScaler(device.type) for name in ("generator", "discriminator")}
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes per step: pick the fastest kernels once
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode != "fp32"
+        return cls(mode, device, channels_last, scalers)
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return _DTYPES.get(self.mode)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The forward passes run in this context (losses come out fp32)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def layout(self, module: nn.Module) -> nn.Module:
+        return module.to(memory_format=torch.channels_last) if self.channels_last else module
+
+    def images(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+    def backward(self, loss: torch.Tensor, network: str) -> None:
+        scaler = self.scalers.get(network)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+
+    def unscale(self, optimizer: torch.optim.Optimizer, network: str) -> None:
+        """Gradients at their true scale (for the gradient norm) before :meth:`step`."""
+        if network in self.scalers:
+            self.scalers[network].unscale_(optimizer)
+
+    def step(self, optimizer: torch.optim.Optimizer, network: str) -> None:
+        """``optimizer.step()``; with fp16 the scaler skips a step whose gradients overflowed."""
+        scaler = self.scalers.get(network)
+        if scaler is None:
+            optimizer.step()
+            return
+        scaler.step(optimizer)
+        scaler.update()
+
+    @property
+    def checks_gradients(self) -> bool:
+        """fp16 gradients overflow now and then by design (the scaler skips those steps)."""
+        return self.mode != "fp16"
+
+    def state(self) -> dict[str, dict]:
+        """Scaler states for the checkpoint (empty unless fp16)."""
+        return {name: scaler.state_dict() for name, scaler in self.scalers.items()}
+
+    def load_state(self, state: dict[str, dict]) -> None:
+        for name, scaler in self.scalers.items():
+            if name in state:
+                scaler.load_state_dict(state[name])
+
+
+@contextlib.contextmanager
+def full_precision(device_type: str) -> Iterator[None]:
+    """Autocast off: for computations whose result must not be rounded to bf16/fp16 (spectral norm's σ)."""
+    with torch.autocast(device_type, enabled=False):
+        yield

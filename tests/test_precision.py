@@ -1,0 +1,100 @@
+"""Mixed precision and memory layout: each mode trains, stays close to fp32, and resumes exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ganforge.precision as precision
+from ganforge.errors import GanforgeError
+from ganforge.training import Trainer
+
+
+def first_step(config, registry, tmp_path, **train):
+    for key, value in train.items():
+        setattr(config.train, key, value)
+    trainer = Trainer(config, registry, tmp_path / "_".join(map(str, train.values())), device="cpu")
+    z = torch.randn(4, config.model.latent_dim, generator=torch.Generator().manual_seed(0))
+    with trainer.precision.autocast(), torch.no_grad():
+        image = trainer.G(z)[-1].float()
+    loss_d, loss_g = trainer.train_step()
+    return image, float(loss_d), float(loss_g), trainer
+
+
+def test_auto_is_bf16_only_where_the_cpu_has_it(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.resolve("auto", cpu) == "fp32"  # AVX2: bf16 autocast would be ~77x slower
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.resolve("auto", cpu) == "bf16"
+    assert precision.resolve("fp16", cpu) == "fp16" and precision.resolve("fp32", cpu) == "fp32"
+    with pytest.raises(GanforgeError, match="'fp8' is not one of"):
+        precision.resolve("fp8", cpu)
+    assert "CPU " in precision.hardware_summary() and "native bf16" in precision.hardware_summary()
+
+
+@pytest.mark.parametrize(
+    "train, tolerance",
+    [
+        ({"precision": "bf16"}, 0.05),
+        ({"precision": "fp16"}, 0.05),  # the loss after one Adam step of D: sign-like updates amplify rounding
+        ({"channels_last": True}, 1e-5),
+        ({"precision": "bf16", "channels_last": True}, 0.05),
+    ],
+)
+def test_each_mode_is_finite_and_close_to_fp32(tiny, tmp_path, train, tolerance):
+    config, registry = tiny
+    image32, d32, g32, _ = first_step(config.model_copy(deep=True), registry, tmp_path, precision="fp32")
+    image, d, g, trainer = first_step(config.model_copy(deep=True), registry, tmp_path, **train)
+    assert torch.isfinite(image).all() and torch.isfinite(torch.tensor([d, g])).all(), (d, g)
+    assert (image - image32).abs().max() < 4 * tolerance  # same weights, same latents
+    assert d == pytest.approx(d32, rel=tolerance, abs=tolerance) and g == pytest.approx(
+        g32, rel=tolerance, abs=tolerance
+    )
+    assert all(p.dtype == torch.float32 for p in trainer.G.parameters())  # weights and Adam moments stay fp32
+    assert all(state["exp_avg"].dtype == torch.float32 for state in trainer.opt_g.state.values())
+
+
+def test_spectral_norm_computes_sigma_outside_autocast(tiny, tmp_path, monkeypatch):
+    from torch.nn.utils.parametrizations import _SpectralNorm
+
+    seen = []
+    forward = _SpectralNorm.forward
+
+    def recording(self, weight):
+        seen.append(torch.is_autocast_enabled(weight.device.type))
+        return forward(self, weight)
+
+    monkeypatch.setattr(_SpectralNorm, "forward", recording)
+    config, registry = tiny
+    config.train.precision = "bf16"
+    trainer = Trainer(config, registry, tmp_path, device="cpu")
+    with trainer.precision.autocast():
+        trainer.G(torch.zeros(2, config.model.latent_dim))
+    assert seen and not any(seen)  # σ and W/σ in fp32; the convolution itself then runs in bf16
+
+
+def test_fp16_resumes_exactly_with_its_gradient_scalers(tiny, tmp_path):
+    config, registry = tiny
+    config.train.precision = "fp16"
+    straight = Trainer(config, registry, tmp_path / "straight", device="cpu")
+    straight.fit(4)
+    first = Trainer(config, registry, tmp_path / "split", device="cpu")
+    first.fit(2)
+    scale = first.precision.scalers["generator"].get_scale()
+    second = Trainer(config, registry, tmp_path / "split", device="cpu")
+    second.resume(tmp_path / "split")
+    assert second.precision.scalers["generator"].get_scale() == scale
+    second.fit(4)
+    for a, b in ((straight.G, second.G), (straight.D, second.D)):
+        for key, value in a.state_dict().items():
+            assert torch.equal(value, b.state_dict()[key]), key
+
+
+@pytest.mark.slow
+def test_compile_gives_the_eager_losses(tiny, tmp_path):
+    config, registry = tiny
+    _, d_eager, g_eager, _ = first_step(config.model_copy(deep=True), registry, tmp_path, compile=False)
+    _, d, g, trainer = first_step(config.model_copy(deep=True), registry, tmp_path, compile=True)
+    assert trainer.G_run is not trainer.G  # the compiled wrapper ran
+    assert d == pytest.approx(d_eager, rel=1e-4) and g == pytest.approx(g_eager, rel=1e-4)

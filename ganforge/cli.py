@@ -112,12 +112,32 @@ def _plugin_option(command):
     help="override train.precision (auto: bf16 where the hardware has it natively)",
 )
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the generator (train.compile = true)")
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="data-parallel processes on this machine, through torchrun (train.batch_size is the global batch)",
+)
 @click.option("--dry-run", is_flag=True, help="print the assembled architecture and exit")
 @click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=0.0002"
 )
 def build(
-    config_path, out, steps, epochs, device, seed, resume, overwrite, no_eval, precision, compile_, dry_run, overrides
+    config_path,
+    out,
+    steps,
+    epochs,
+    device,
+    seed,
+    resume,
+    overwrite,
+    no_eval,
+    precision,
+    compile_,
+    nproc,
+    dry_run,
+    overrides,
 ) -> None:
     """Assemble the GAN described by CONFIG and train it.
 
@@ -132,6 +152,8 @@ def build(
         raise click.UsageError("give --steps or --epochs, not both")
     if resume is not None and overwrite:
         raise click.UsageError("give --resume or --overwrite, not both")
+    if nproc > 1 and "WORLD_SIZE" not in os.environ and not dry_run:
+        sys.exit(_torchrun(nproc))
     sets = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
     sets += ([f"train.precision={precision}"] if precision else []) + (["train.compile=true"] if compile_ else [])
     config, registry = load_config(config_path, load_registry, sets)
@@ -142,12 +164,16 @@ def build(
     out = out or resume or Path("runs") / config.name
     trainer = Trainer(config, registry, out, device=device, console=console)
     same_dir = resume is not None and Path(resume).resolve() == Path(out).resolve()
-    trainer.run.prepare(resume=same_dir, overwrite=overwrite, warn=trainer.warn)
     try:
+        if trainer.dist.is_main:
+            trainer.run.prepare(resume=same_dir, overwrite=overwrite, warn=trainer.warn)
+        trainer.dist.barrier()
         if resume is not None:
             trainer.resume(resume)
         trainer.fit(trainer.total_steps(steps, epochs), evaluate=not no_eval)
     except Interrupted as exc:
+        if not trainer.dist.is_main:
+            sys.exit(exc.exit_code)
         again = ["ganforge", "build", str(config_path), "--resume", str(out)]
         again += [f"--set={item}" for item in sets] + ([f"--steps={steps}"] if steps is not None else [])
         again += [f"--epochs={epochs}"] if epochs is not None else []
@@ -159,7 +185,28 @@ def build(
             state = f" (last checkpoint: step {exc.checkpoint_step})"
         click.echo(f"interrupted at step {exc.step}{state}; resume with: {shlex.join(again)}", err=True)
         sys.exit(exc.exit_code)
-    console.print(f"[green]done[/]: step {trainer.step}; weights in {out}/ (generator_ema.safetensors for sampling)")
+    finally:
+        trainer.dist.close()
+    trainer.console.print(
+        f"[green]done[/]: step {trainer.step}; weights in {out}/ (generator_ema.safetensors for sampling)"
+    )
+
+
+def _torchrun(nproc: int) -> int:
+    """Run this same ``ganforge build`` command in ``nproc`` processes through torchrun; its exit code."""
+    import subprocess
+
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip or arg.startswith("--nproc="):
+            skip = False
+            continue
+        skip = arg == "--nproc"
+        if not skip:
+            argv.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    console.print(f"launching {nproc} processes: torchrun --standalone --nproc-per-node={nproc} -m ganforge ...")
+    return subprocess.call([*command, "-m", "ganforge", *argv])
 
 
 @main.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from . import __version__, inception
 from .assembly import GAN, build_gan
 from .checkpoint import atomic_write, load_state, optimizer_tensors, read_header, restore_optimizer, save_module
 from .config import Config, dump_toml
+from .distributed import Distributed
 from .divergence import FiniteCheck, gradient_norm
 from .errors import CheckpointError, GanforgeError, Interrupted
 from .evaluation import EvalContext, as_record, run_metrics, subset
@@ -133,8 +135,9 @@ class Trainer:
     ):
         self.config, self.registry, self.out = config, registry, Path(out)
         self.run = RunDir(self.out)
-        self.device = select_device(device if device != "auto" else config.train.device)
-        self.console = console or Console(stderr=True)
+        self.dist = Distributed.from_environment(select_device(device if device != "auto" else config.train.device))
+        self.device = self.dist.device
+        self.console = (console or Console(stderr=True)) if self.dist.is_main else Console(stderr=True, quiet=True)
         model = config.model
         torch.manual_seed(config.seed)  # initial weights and spectral-norm vectors
         self.gan: GAN = build_gan(model, registry)
@@ -142,8 +145,9 @@ class Trainer:
         self.G = self.precision.layout(self.gan.generator.to(self.device))
         self.D = self.precision.layout(self.gan.discriminator.to(self.device))
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.G_run = compiled(self.G) if config.train.compile else self.G
-        self.D_run = self.D  # eager: see compiled()
+        self.G_run = self.dist.wrap(self.G)
+        self.G_run = compiled(self.G_run) if config.train.compile else self.G_run
+        self.D_run = self.dist.wrap(self.D)  # eager: see compiled()
         self.loss = registry.build("loss", config.loss.name, config.loss.params)
         self.opt_g = registry.build("optimizer", config.optim.name, config.optim.params, parameters=self.G.parameters())
         d_optim = config.optim_d or config.optim
@@ -233,10 +237,11 @@ class Trainer:
         for target in self.growing:  # a growing connection and its modules
             target.set_growth(growth.resolution, growth.alpha)
         real = self._batch(growth.batch_size, growth.images_seen)
-        for augment in self.augment:
+        for augment in self.augment:  # on the global batch, so every rank's slice is what one process would see
             real = augment(real)
-        real_pyramid = self.gan.connection.pyramid(self.precision.images(real), self.config.model.resolutions)
         z = torch.randn(real.shape[0], self.config.model.latent_dim, device=self.device)
+        real, z = self.dist.shard(real), self.dist.shard(z)
+        real_pyramid = self.gan.connection.pyramid(self.precision.images(real), self.config.model.resolutions)
         amp = self.precision
 
         with amp.autocast():
@@ -252,7 +257,7 @@ class Trainer:
 
         with amp.autocast():
             self.D.requires_grad_(False)
-            loss_g = self.loss.generator(self.D_run, real_pyramid, fake)
+            loss_g = self.loss.generator(self.D, real_pyramid, fake)  # no D gradients: no DDP wrapper
         self.opt_g.zero_grad(set_to_none=True)
         amp.backward(loss_g, "generator")
         grad_g = self._gradient_norm(self.G, self.opt_g, "generator")
@@ -285,6 +290,9 @@ class Trainer:
     def save(self) -> None:
         """Write a checkpoint of this step as one unit, then refresh the top-level weights files from it."""
         self.finite.check(self.checkpoint_step)  # a diverged state never replaces a good checkpoint
+        if not self.dist.is_main:  # rank 0 writes; the others only keep count
+            self.checkpoint_step = self.step
+            return
         nets = self.networks
         tensors = {f"{part}.{k}": v for part, net in nets.items() for k, v in net.state_dict().items()}
         g_tensors, g_struct = optimizer_tensors("opt_g", self.opt_g)
@@ -321,11 +329,11 @@ class Trainer:
         if checkpoint is None:
             self._same_experiment(run, self._saved_config(source))
             self.warn(f"--resume {run}: no complete checkpoint yet; starting from step 0")
-            self.run.truncate_metrics(0, self.warn)
-            return
-        self._same_experiment(checkpoint.path, checkpoint.config())
-        self._load(checkpoint)
-        self.run.truncate_metrics(self.step, self.warn)
+        else:
+            self._same_experiment(checkpoint.path, checkpoint.config())
+            self._load(checkpoint)
+        if self.dist.is_main:
+            self.run.truncate_metrics(self.step, self.warn)
 
     def _saved_config(self, source: RunDir) -> dict[str, Any]:
         path = source.path / CONFIG_FILE
@@ -359,7 +367,8 @@ class Trainer:
         self._adopt_best()
         # Killed between a checkpoint and its exports: bring the stale ones level (and leave the rest untouched).
         stale = [part for part, name in EXPORTS.items() if self._exported_step(self.out / name) != checkpoint.step]
-        self._export({part: checkpoint.part(part) for part in stale})
+        if self.dist.is_main:
+            self._export({part: checkpoint.part(part) for part in stale})
 
     @staticmethod
     def _exported_step(path: Path) -> int | None:
@@ -383,8 +392,20 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation and samples
 
-    def evaluate(self) -> dict[str, Any]:
-        """Score the EMA generator with ``[eval].metrics``; keep it as ``generator_best`` when its FID is the lowest."""
+    def evaluate(self) -> dict[str, Any] | None:
+        """Score the EMA generator with ``[eval].metrics``; keep it as ``generator_best`` when its FID is the lowest.
+
+        Rank 0 evaluates while the other ranks wait (they return None).
+        """
+        if not self.dist.is_main:
+            self.dist.barrier()
+            return None
+        try:
+            return self._evaluate()
+        finally:
+            self.dist.barrier()
+
+    def _evaluate(self) -> dict[str, Any]:
         ev, model = self.config.eval, self.config.model
         real = subset(self.data.images, ev.n, ev.seed)
         fake = torch.cat(list(generate(self.G_ema, latents(len(real), model.latent_dim, ev.seed), 64, self.device)))
@@ -400,7 +421,9 @@ class Trainer:
         return record
 
     @torch.no_grad()
-    def sample_grid(self) -> Path:
+    def sample_grid(self) -> Path | None:
+        if not self.dist.is_main:
+            return None
         n = self.config.train.grid_size
         g = torch.Generator().manual_seed(mix_seed(self.config.seed, 3))
         z = torch.randn(n, self.config.model.latent_dim, generator=g).to(self.device)
@@ -419,7 +442,8 @@ class Trainer:
         training. SIGINT/SIGTERM end the current step, write a checkpoint and raise
         :class:`~ganforge.errors.Interrupted`.
         """
-        atomic_write(self.out / CONFIG_FILE, dump_toml(self.config))
+        if self.dist.is_main:
+            atomic_write(self.out / CONFIG_FILE, dump_toml(self.config))
         self.console.print(f"[bold]{self.config.name}[/]: data = {self.data.description}")
         if isinstance(self.gan.connection, Growing):
             start, end = self.growth(self.step), self.growth(max(self.step, total_steps - 1))
@@ -428,8 +452,10 @@ class Trainer:
             plan = f"{self.steps_per_epoch} steps per epoch"
         layout = ", channels_last" if self.precision.channels_last else ""
         compiled_ = ", compiled" if self.config.train.compile else ""
+        ranks = f" × {self.dist.world} processes" if self.dist.active else ""
         self.console.print(
-            f"device {self.device}, {self.precision.mode}{layout}{compiled_}, {plan}, step {self.step} → {total_steps}"
+            f"device {self.device}{ranks}, {self.precision.mode}{layout}{compiled_}, {plan}, "
+            f"step {self.step} → {total_steps}"
         )
         if total_steps < self.step:
             self.warn(f"the run is already at step {self.step}, past the {total_steps} asked for; nothing to train")
@@ -461,6 +487,7 @@ class Trainer:
                 last = self.step == total_steps
                 if self.step % train.log_every == 0 or last:
                     self.finite.check(self.checkpoint_step)
+                    loss_d, loss_g = self.dist.mean(loss_d, loss_g)
                     now = time.perf_counter()
                     speed = window_images / max(now - window_start, 1e-9)
                     window_start, window_images = now, 0
@@ -472,11 +499,12 @@ class Trainer:
                     self.finite.check(self.checkpoint_step)
                     self._report(progress, self.evaluate())
                     evaluated_at = self.step
-                if self.step % train.checkpoint_every == 0 or last or stop.signum is not None:
+                stopping = self.dist.any(stop.signum is not None)  # every rank stops at the same step
+                if self.step % train.checkpoint_every == 0 or last or stopping:
                     self.save()
                 progress.update(task, completed=self.step)
-                if stop.signum is not None:
-                    raise Interrupted(stop.signum, self.step, self.checkpoint_step)
+                if stopping:
+                    raise Interrupted(stop.signum or signal.SIGTERM, self.step, self.checkpoint_step)
             if self.checkpoint_step != self.step:  # resumed at the end, or asked for no more steps
                 self.save()
             if self.step % train.sample_every != 0:
@@ -486,6 +514,8 @@ class Trainer:
                     self._report(progress, self.evaluate())
 
     def _log_losses(self, progress: Progress, task: Any, loss_d: float, loss_g: float, speed: float) -> None:
+        if not self.dist.is_main:
+            return
         record = {"step": self.step, "loss_d": loss_d, "loss_g": loss_g, "images_per_second": round(speed, 2)}
         if self.finite.skipped:
             record["skipped_steps"] = self.finite.skipped
@@ -496,6 +526,8 @@ class Trainer:
             grow = f"{now_at.resolution}px α={now_at.alpha:.2f}  "
         progress.update(task, stats=f"{grow}D {loss_d:.3f}  G {loss_g:.3f}  {speed:.1f} img/s")
 
-    def _report(self, progress: Progress, record: dict[str, Any]) -> None:
+    def _report(self, progress: Progress, record: dict[str, Any] | None) -> None:
+        if record is None:
+            return
         figures = "  ".join(f"{k} {v:.4g}" for values in record["metrics"].values() for k, v in values.items())
         progress.console.print(f"step {self.step}: {figures}")

@@ -65,7 +65,7 @@ class GanforgeGroup(click.Group):
             if ctx.params.get("debug") or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
                 raise
             message, code = _one_line(exc)
-            click.echo(f"error: {message}", err=True)
+            click.echo(f"error: {' '.join(message.splitlines())}", err=True)  # one line, whatever a name holds
             ctx.exit(code)
         finally:
             if main_thread:

@@ -14,7 +14,7 @@ class ConfigError(GanforgeError):
 
     def __init__(self, message: str, *, file: str | None = None, key: str | None = None):
         self.file, self.key, self.reason = file, key, message
-        where = ": ".join(part for part in (file, key) if part)
+        where = ": ".join(part if part.isprintable() else repr(part) for part in (file, key) if part)
         super().__init__(f"{where}: {message}" if where else message)
 
 

@@ -10,7 +10,6 @@ same data does not recompute them.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,14 @@ import torch
 from rich.progress import track
 
 from . import inception
+from .cache import cache_root
 from .checkpoint import load_tensors, save_tensors
 from .errors import CheckpointError
 from .registry import Registry
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("GANFORGE_CACHE", Path.home() / ".cache" / "ganforge")) / "features"
+    return cache_root() / "features"
 
 
 def fingerprint(images: torch.Tensor) -> str:

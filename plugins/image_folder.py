@@ -8,14 +8,22 @@ Labels come from one of two layouts real chest X-ray datasets use:
   ``Data_Entry_2017.csv``: ``Image Index``, ``Finding Labels``, ``No Finding``).
 
 Every image is decoded, cropped to a centred square, resized with an antialiasing bicubic filter
-to the model resolution and quantised to 8 bits once; the set is then kept as one tensor.
+to the model resolution and quantised to 8 bits once. With ``cache = true`` (the default) the result
+is written to an on-disk uint8 array (``$GANFORGE_CACHE/datasets/<key>.npy``, keyed by the files'
+names, sizes and modification times and the decoding settings) and memory-mapped: the second epoch
+and the second run decode nothing, a dataset larger than memory streams from disk page by page,
+and a changed, added or removed file gives a new key. ``cache = false`` keeps the set in memory.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -26,10 +34,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import track
 
 from ganforge import hookimpl
+from ganforge.cache import cache_root
 from ganforge.errors import DataError
 from ganforge.kinds import ImageSet
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
+DECODER_VERSION = 1  # bump when read_image changes what it produces: old caches are then not used
 
 
 def _read_dicom(path: Path) -> np.ndarray:
@@ -151,6 +161,7 @@ class ImageFolderParams(BaseModel):
     exclude: list[str] = Field(default_factory=lambda: ["masks"], description="sub-folder names to skip")
     fit: Literal["center_crop", "stretch"] = "center_crop"
     limit: int = Field(0, ge=0, description="use at most this many images (0 = all)")
+    cache: bool = Field(True, description="decode once into a memory-mapped array on disk (streams large sets)")
 
 
 def image_folder(*, resolution: int, image_channels: int, **params) -> ImageSet:
@@ -177,15 +188,56 @@ def image_folder(*, resolution: int, image_channels: int, **params) -> ImageSet:
     if not files:
         raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        jobs = pool.map(lambda f: read_image(f, resolution, image_channels, p["fit"]), files)
-        arrays = list(track(jobs, total=len(files), description=f"decoding {root.name}", transient=True))
-    images = torch.from_numpy(np.stack(arrays))
+    decode = partial(read_image, resolution=resolution, channels=image_channels, fit=p["fit"])
+    shape = (len(files), image_channels, resolution, resolution)
+    if p["cache"]:
+        images = _cached(files, shape, p["fit"], decode, root.name)
+    else:
+        images = torch.empty(shape, dtype=torch.uint8)
+        _decode_into(images.numpy(), files, decode, root.name)
     labels = None
     if findings:
         labels = torch.tensor([[float(n in fs) for n in names] for fs in findings])
     description = f"image folder {root}: {len(files)} images, {resolution}×{resolution}"
     return ImageSet(images, labels, names if findings else [], description)
+
+
+def _decode_into(out: np.ndarray, files: list[Path], decode: Callable[[Path], np.ndarray], name: str) -> None:
+    """Decode ``files`` into the rows of ``out`` (threads: PIL and pydicom release the GIL)."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        jobs = pool.map(decode, files)
+        for index, array in enumerate(track(jobs, total=len(files), description=f"decoding {name}", transient=True)):
+            out[index] = array
+
+
+def cache_key(files: list[Path], shape: tuple[int, ...], fit: str) -> str:
+    """Names, sizes and modification times of the files plus the decoding settings."""
+    digest = hashlib.sha256(json.dumps([list(shape), fit, DECODER_VERSION]).encode())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def _cached(files: list[Path], shape: tuple[int, ...], fit: str, decode, name: str) -> torch.Tensor:
+    """The decoded set as a memory-mapped uint8 tensor, decoding (straight to disk) only on a miss."""
+    path = cache_root() / "datasets" / f"{cache_key(files, shape, fit)}.npy"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            _decode_into(array, files, decode, name)
+            array.flush()
+            del array
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    array = np.load(path, mmap_mode="c")  # copy-on-write: writable for torch, the file never changes
+    if array.shape != shape or array.dtype != np.uint8:
+        path.unlink(missing_ok=True)
+        raise DataError(f"{path}: a damaged dataset cache ({array.shape}, {array.dtype}); it was removed, run again")
+    return torch.from_numpy(array)
 
 
 @hookimpl

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from ganforge.config import load_config
 from ganforge.plugins import load_registry
@@ -60,6 +62,12 @@ def write_tiny(folder: Path, attention: str = "self_attention", extra: str = "")
     path = folder / "tiny.toml"
     path.write_text(TINY.format(attention=attention) + extra)
     return path
+
+
+_FUZZ = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture]}
+settings.register_profile("default", max_examples=150, derandomize=True, **_FUZZ)
+settings.register_profile("explore", max_examples=2000, **_FUZZ)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,86 @@
+"""Decoded datasets cached on disk and memory-mapped: same images, reused, invalidated, large recipes start."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ganforge_plugins import image_folder as folder_plugin
+from PIL import Image
+
+from ganforge.config import load_config
+from ganforge.plugins import load_registry
+from ganforge.training import Trainer
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def write_pngs(folder: Path, n: int, size: int = 24) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        paths.append(folder / f"img_{i:04d}.png")
+        Image.fromarray(rng.integers(0, 256, (size, size + 4), dtype=np.uint8)).save(paths[-1])
+    return paths
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "datasets"
+
+
+def load(root: Path, **params):
+    return folder_plugin.image_folder(root=str(root), resolution=16, image_channels=1, **params)
+
+
+def test_the_cached_set_equals_the_in_memory_one_and_is_memory_mapped(tmp_path, cache):
+    write_pngs(tmp_path / "data", 12)
+    memory = load(tmp_path / "data", cache=False)
+    streamed = load(tmp_path / "data")
+    assert torch.equal(memory.images, streamed.images) and streamed.images.dtype == torch.uint8
+    (array,) = cache.glob("*.npy")
+    assert np.load(array, mmap_mode="r").shape == (12, 1, 16, 16)
+    assert not list(cache.glob(".*.tmp"))  # written to a temporary name, then renamed
+
+
+def test_the_cache_is_reused_and_a_changed_file_invalidates_it(tmp_path, cache, monkeypatch):
+    paths = write_pngs(tmp_path / "data", 6)
+    first = load(tmp_path / "data")
+    decoded = []
+    real_read = folder_plugin.read_image
+    monkeypatch.setattr(folder_plugin, "read_image", lambda *a, **k: decoded.append(a[0]) or real_read(*a, **k))
+    again = load(tmp_path / "data")
+    assert decoded == [] and torch.equal(first.images, again.images)  # the second run decodes nothing
+
+    Image.fromarray(np.full((24, 28), 255, dtype=np.uint8)).save(paths[2])
+    os.utime(paths[2], ns=(1, 10**18))  # a new modification time, whatever the file system's resolution
+    changed = load(tmp_path / "data")
+    assert len(decoded) == 6 and len(list(cache.glob("*.npy"))) == 2
+    assert torch.equal(changed.images[2], torch.full((1, 16, 16), 255, dtype=torch.uint8))
+    assert torch.equal(changed.images[:2], first.images[:2])
+
+
+@pytest.mark.slow
+def test_the_1024_pggan_recipe_starts_training_from_a_folder(tmp_path, cache):
+    """The ChestX-ray14 recipe at 1024² (full width), on 64 generated images through the streaming path."""
+    write_pngs(tmp_path / "images", 64, size=32)
+    overrides = [
+        f"data.root={tmp_path / 'images'}",
+        "data.labels_csv=''",
+        "data.classes=[]",
+        "model.image_channels=1",
+        "train.log_every=1",
+    ]
+    config, registry = load_config(EXAMPLES / "pggan_cxr14_1024.toml", load_registry, overrides)
+    trainer = Trainer(config, registry, tmp_path / "run", device="cpu")
+    assert trainer.data.images.shape == (64, 1, 1024, 1024)
+    assert trainer._images is trainer.data.images  # the memory-mapped set itself: no copy in memory
+    (array,) = cache.glob("*.npy")
+    assert np.load(array, mmap_mode="r").shape == (64, 1, 1024, 1024)
+    trainer.fit(2, evaluate=False)
+    assert trainer.step == 2 and trainer.run.checkpoint_steps() == [2]

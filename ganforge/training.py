@@ -143,9 +143,10 @@ class Trainer:
         torch.manual_seed(config.seed)  # initial weights and spectral-norm vectors
         self.gan: GAN = build_gan(model, registry)
         self.precision = Precision.create(config.train.precision, self.device, config.train.channels_last)
+        # The EMA generator keeps the standard layout: its samples equal those of its weights file, bit for bit.
+        self.G_ema = copy.deepcopy(self.gan.generator).to(self.device).eval().requires_grad_(False)
         self.G = self.precision.layout(self.gan.generator.to(self.device))
         self.D = self.precision.layout(self.gan.discriminator.to(self.device))
-        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.G_run = self.dist.wrap(self.G)
         self.G_run = compiled(self.G_run) if config.train.compile else self.G_run
         self.D_run = self.dist.wrap(self.D)  # eager: see compiled()

@@ -110,7 +110,9 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     One fused (foreach) kernel per group instead of one small kernel per tensor.
     """
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
-    torch._foreach_copy_(list(ema.buffers()), list(model.buffers()))
+    buffers = list(ema.buffers())
+    if buffers:  # none without spectral norm (MSG-GAN); the foreach kernels refuse empty lists
+        torch._foreach_copy_(buffers, list(model.buffers()))
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -253,9 +255,9 @@ class Trainer:
         real_pyramid = self.gan.connection.pyramid(self.precision.images(real), self.config.model.resolutions)
         amp = self.precision
 
+        self.D.requires_grad_(True)
         with amp.autocast():
             fake = self.G_run(z)
-            self.D.requires_grad_(True)
             loss_d = self.loss.discriminator(self.D_run, real_pyramid, [f.detach() for f in fake])
         self.opt_d.zero_grad(set_to_none=True)
         amp.backward(loss_d, "discriminator")
@@ -264,8 +266,8 @@ class Trainer:
         if d_ok:
             amp.step(self.opt_d, "discriminator")
 
+        self.D.requires_grad_(False)
         with amp.autocast():
-            self.D.requires_grad_(False)
             loss_g = self.loss.generator(self.D, real_pyramid, fake)  # no D gradients: no DDP wrapper
         self.opt_g.zero_grad(set_to_none=True)
         amp.backward(loss_g, "generator")

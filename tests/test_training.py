@@ -136,3 +136,15 @@ def test_ema_warmup_ramps_the_decay(tiny, tmp_path):
     assert trainer.ema_decay(0) == pytest.approx(0.1)
     assert trainer.ema_decay(90) == pytest.approx(91 / 100)
     assert trainer.ema_decay(10**6) == 0.999
+
+
+def test_ema_of_a_network_without_buffers():
+    """MSG-GAN has no spectral norm, so no buffers: the EMA update must not need any."""
+    from torch import nn
+
+    from ganforge.training import update_ema
+
+    model, ema = nn.Linear(3, 2), nn.Linear(3, 2)
+    expected = 0.9 * ema.weight.detach() + 0.1 * model.weight.detach()
+    update_ema(ema, model, 0.9)
+    torch.testing.assert_close(ema.weight.detach(), expected)

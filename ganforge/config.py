@@ -138,7 +138,7 @@ class TrainConfig(Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="autocast dtype; auto = bf16 where the hardware has it natively, else fp32"
     )
-    channels_last: bool = Field(True, description="NHWC memory layout for convolutions (faster on CPUs measured)")
+    channels_last: bool = Field(False, description="NHWC memory layout for convolutions (see docs/performance.md)")
     compile: bool = Field(False, description="torch.compile the generator and discriminator")
 
 

@@ -26,7 +26,7 @@ demo: $(STAMP)
 
 # Lint, the test suite, then the docs site (strict: a broken link or reference fails the build).
 test: $(STAMP)
-	$(BIN)/ruff check ganforge plugins tests examples benchmarks
+	$(BIN)/ruff check ganforge plugins tests examples benchmarks scripts
 	$(BIN)/python -m pytest
 	$(MAKE) docs
 

@@ -103,13 +103,16 @@ class Precision:
         if network in self.scalers:
             self.scalers[network].unscale_(optimizer)
 
-    def step(self, optimizer: torch.optim.Optimizer, network: str) -> None:
-        """``optimizer.step()``; with fp16 the scaler skips a step whose gradients overflowed."""
+    def step(self, optimizer: torch.optim.Optimizer, network: str, apply: bool = True) -> None:
+        """``optimizer.step()`` unless ``apply`` is false; with fp16 the scaler also skips a step whose
+        gradients overflowed, and is updated either way (its next ``unscale_`` needs that)."""
         scaler = self.scalers.get(network)
         if scaler is None:
-            optimizer.step()
+            if apply:
+                optimizer.step()
             return
-        scaler.step(optimizer)
+        if apply:
+            scaler.step(optimizer)
         scaler.update()
 
     @property

@@ -263,8 +263,7 @@ class Trainer:
         amp.backward(loss_d, "discriminator")
         grad_d = self._gradient_norm(self.D, self.opt_d, "discriminator")
         d_ok = self.finite.allows(loss_d, grad_d)
-        if d_ok:
-            amp.step(self.opt_d, "discriminator")
+        amp.step(self.opt_d, "discriminator", apply=d_ok)
 
         self.D.requires_grad_(False)
         with amp.autocast():
@@ -273,8 +272,8 @@ class Trainer:
         amp.backward(loss_g, "generator")
         grad_g = self._gradient_norm(self.G, self.opt_g, "generator")
         g_ok = self.finite.allows(loss_g, grad_g)
+        amp.step(self.opt_g, "generator", apply=g_ok)
         if g_ok:
-            amp.step(self.opt_g, "generator")
             update_ema(self.G_ema, self.G, self.ema_decay(self.step))
         self.step += 1
         self.finite.record(self.step, loss_d, loss_g, grad_d, grad_g)

@@ -99,3 +99,15 @@ def test_compile_gives_the_eager_losses(tiny, tmp_path):
     _, d, g, trainer = first_step(config.model_copy(deep=True), registry, tmp_path, compile=True)
     assert trainer.G_run is not trainer.G  # the compiled wrapper ran
     assert d == pytest.approx(d_eager, rel=1e-4) and g == pytest.approx(g_eager, rel=1e-4)
+
+
+def test_fp16_with_skip_mode_goes_on_after_a_skipped_step(tiny, tmp_path):
+    """A skipped fp16 step still updates the gradient scaler, or the next unscale_ would raise."""
+    config, registry = tiny
+    config.train.precision, config.train.on_nonfinite = "fp16", "skip"
+    trainer = Trainer(config, registry, tmp_path, device="cpu")
+    loss_d = trainer.loss.discriminator
+    trainer.loss.discriminator = lambda *a: loss_d(*a) * (float("nan") if trainer.step == 1 else 1.0)
+    trainer.fit(4)
+    assert trainer.step == 4 and trainer.finite.skipped == 1
+    assert all(torch.isfinite(p).all() for p in trainer.D.parameters())

@@ -54,7 +54,7 @@ def fsync_dir(folder: Path) -> None:
 
 
 @contextmanager
-def _replacing(path: Path) -> Iterator[str]:
+def replacing(path: Path) -> Iterator[str]:
     """Yield a temporary name beside ``path`` to write; then fsync it, give it the umask's mode, rename it
     over ``path`` and fsync the folder. On any error (or a signal) the temporary file is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +74,7 @@ def _replacing(path: Path) -> Iterator[str]:
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:
     """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half a file."""
-    with _replacing(Path(path)) as tmp:
+    with replacing(Path(path)) as tmp:
         Path(tmp).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
 
 
@@ -109,16 +109,15 @@ def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
     plain = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta[CHECKSUM] = checksum(plain, meta)
-    with _replacing(Path(path)) as tmp:
+    with replacing(Path(path)) as tmp:
         save_file(plain, tmp, metadata=meta)
 
 
 @dataclass(frozen=True)
 class Header:
-    """What a safetensors file declares, read without loading a tensor: shapes, dtypes, metadata."""
+    """What a safetensors file declares, read without loading a tensor: shapes and metadata."""
 
     shapes: dict[str, tuple[int, ...]]
-    dtypes: dict[str, str]
     metadata: dict[str, str]
 
     def json(self, path: str | Path, key: str) -> Any:
@@ -131,43 +130,39 @@ class Header:
             raise CheckpointError(f"{path}: metadata '{key}' is not valid JSON ({exc})") from None
 
 
-def _readable(path: Path) -> None:
+@contextmanager
+def _opened(path: Path) -> Iterator[Any]:
+    """``safe_open(path)``; a missing, unreadable, truncated or foreign file is a :class:`CheckpointError`."""
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            yield handle
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except CheckpointError:
+        raise
+    except Exception as exc:  # safetensors raises its own error types for truncated/foreign files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
 def read_header(path: str | Path) -> Header:
     """The header of a safetensors file (safetensors validates offsets against the file size)."""
     path = Path(path)
-    _readable(path)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            shapes, dtypes = {}, {}
-            for key in handle.keys():
-                piece = handle.get_slice(key)
-                shapes[key], dtypes[key] = tuple(piece.get_shape()), str(piece.get_dtype())
-            return Header(shapes, dtypes, dict(handle.metadata() or {}))
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except Exception as exc:  # safetensors raises its own error types for truncated/foreign files
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    with _opened(path) as handle:
+        shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+        return Header(shapes, dict(handle.metadata() or {}))
 
 
-def load_tensors(path: str | Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Every tensor and the metadata; with ``verify``, a file whose checksum does not match is refused.
+def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Every tensor and the metadata; a file whose checksum does not match is refused.
 
     Files without a checksum (written before ganforge recorded one) load unverified.
     """
     path = Path(path)
-    _readable(path)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            tensors, meta = {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
-    if verify and CHECKSUM in meta and checksum(tensors, meta) != meta[CHECKSUM]:
+    with _opened(path) as handle:
+        tensors, meta = {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
+    if CHECKSUM in meta and checksum(tensors, meta) != meta[CHECKSUM]:
         raise CheckpointError(f"{path}: checksum mismatch (the file is damaged or was modified)")
     return tensors, meta
 
@@ -190,13 +185,6 @@ def load_state(path: str | Path, module: nn.Module, tensors: Mapping[str, torch.
         raise CheckpointError(
             f"{path}: weights do not fit the model built from its config ({' '.join(first[:3])})"
         ) from None
-
-
-def load_module(path: str | Path, module: nn.Module) -> dict[str, str]:
-    """Load (and verify) weights into ``module`` (strict) and return the file's metadata."""
-    tensors, meta = load_tensors(path)
-    load_state(path, module, tensors)
-    return meta
 
 
 def optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -10,7 +10,6 @@ spectral norm's power iteration stay fp32 in every mode; fp16 adds a gradient sc
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,10 +127,3 @@ class Precision:
         for name, scaler in self.scalers.items():
             if name in state:
                 scaler.load_state_dict(state[name])
-
-
-@contextlib.contextmanager
-def full_precision(device_type: str) -> Iterator[None]:
-    """Autocast off: for computations whose result must not be rounded to bf16/fp16 (spectral norm's σ)."""
-    with torch.autocast(device_type, enabled=False):
-        yield

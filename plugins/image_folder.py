@@ -35,6 +35,7 @@ from rich.progress import track
 
 from ganforge import hookimpl
 from ganforge.cache import cache_root
+from ganforge.checkpoint import replacing
 from ganforge.errors import DataError
 from ganforge.kinds import ImageSet
 
@@ -223,16 +224,11 @@ def _cached(files: list[Path], shape: tuple[int, ...], fit: str, decode, name: s
     """The decoded set as a memory-mapped uint8 tensor, decoding (straight to disk) only on a miss."""
     path = cache_root() / "datasets" / f"{cache_key(files, shape, fit)}.npy"
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        with replacing(path) as tmp:  # a killed decode never leaves a half-filled cache under the final name
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
             _decode_into(array, files, decode, name)
             array.flush()
             del array
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
     array = np.load(path, mmap_mode="c")  # copy-on-write: writable for torch, the file never changes
     if array.shape != shape or array.dtype != np.uint8:
         path.unlink(missing_ok=True)

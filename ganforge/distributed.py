@@ -9,7 +9,9 @@ data order, latents and augmentation) and keeps its slice ``[rank·b, (rank+1)·
 ``b = batch_size / world_size``; DDP averages the gradients, so a step sees the data one process
 would. Statistics taken over a batch inside the model or loss (minibatch std-dev groups, the
 relativistic loss's batch means) are per rank, as in every data-parallel GAN. Rank 0 alone writes
-files (checkpoints, weights, samples, ``metrics.jsonl``) and evaluates; the others wait for it.
+files (checkpoints, weights, samples, ``metrics.jsonl``). Evaluation is shared: each rank generates
+and extracts features for its :meth:`Distributed.span` of the images, and :meth:`Distributed.gather`
+puts the pieces together on every rank in image order.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .errors import GanforgeError
+
+MAX_DIMS = 8  # of a tensor passed to Distributed.gather
 
 
 @dataclass
@@ -95,6 +99,39 @@ class Distributed:
         stacked = torch.stack([v.detach().float() for v in values])
         dist.all_reduce(stacked)
         return list(stacked / self.world)
+
+    def all(self, flag: bool) -> bool:
+        """True on every rank when it is true on all of them."""
+        return not self.any(not flag)
+
+    def span(self, n: int) -> slice:
+        """This rank's contiguous share of ``n`` items (shares differ by at most one item)."""
+        start, end = (n * self.rank) // self.world, (n * (self.rank + 1)) // self.world
+        return slice(start, end)
+
+    def gather(self, part: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``part`` (its :meth:`span` of the rows), concatenated in rank order, on every rank.
+
+        Parts may differ in length; an empty part may have any shape (a rank with nothing to do).
+        """
+        if not self.active:
+            return part
+        if part.dim() > MAX_DIMS:
+            raise ValueError(f"gather takes tensors of at most {MAX_DIMS} dimensions, not {part.dim()}")
+        shape = torch.zeros(MAX_DIMS + 1, dtype=torch.long, device=self.device)
+        shape[0] = part.dim()
+        shape[1 : part.dim() + 1] = torch.tensor(part.shape)
+        shapes = [torch.empty_like(shape) for _ in range(self.world)]
+        dist.all_gather(shapes, shape)
+        rows = [int(s[1]) for s in shapes]
+        widest = shapes[rows.index(max(rows))]  # an empty part's shape may be any: take a full one's
+        trailing = widest[2 : int(widest[0]) + 1].tolist()
+        padded = torch.zeros([max(rows), *trailing], dtype=part.dtype, device=self.device)
+        if len(part):
+            padded[: len(part)] = part.to(self.device)
+        pieces = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(pieces, padded)
+        return torch.cat([piece[:count] for piece, count in zip(pieces, rows)]).to(part.device)
 
     def barrier(self) -> None:
         if self.active:

@@ -4,7 +4,8 @@ Metrics are components (kind ``metric``); each gets an :class:`EvalContext` and 
 figures. Feature extraction is shared between metrics (FID, KID and precision/recall use the same
 Inception features) and the real set's features are cached on disk under a key made of the images'
 content hash, their count and resolution, and the extractor, so a second evaluation against the
-same data does not recompute them.
+same data does not recompute them. Under torchrun every rank extracts the features of its share
+of each set and all of them get the whole (:class:`~ganforge.distributed.Distributed`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from rich.progress import track
 from . import inception
 from .cache import cache_root
 from .checkpoint import load_tensors, save_tensors
+from .distributed import Distributed
 from .errors import CheckpointError
 from .registry import Registry
 
@@ -56,6 +58,7 @@ class EvalContext:
     batch_size: int = 50
     cache: bool = True
     cache_hits: list[str] = field(default_factory=list)
+    dist: Distributed = field(default_factory=Distributed)
     _memo: dict[tuple[str, str, str], torch.Tensor] = field(default_factory=dict, repr=False)
     _extractors: dict[tuple[str, str], torch.nn.Module] = field(default_factory=dict, repr=False)
 
@@ -71,12 +74,13 @@ class EvalContext:
         extractor_id = f"{extractor}-{layer}-{weights.stem if weights else 'download'}"
         path = cache_dir() / f"{fingerprint(self.real)}-{extractor_id}.safetensors"
         cached = _read_cache(path)
-        if cached is not None:
+        if self.dist.all(cached is not None):  # ranks agree, or they would wait in different collectives
             self._memo[key] = cached
             self.cache_hits.append(side)
         else:
             self._memo[key] = self._extract(self.real, extractor, layer, weights, side)
-            save_tensors(path, {"features": self._memo[key]}, {"extractor": extractor_id, "count": len(self.real)})
+            if self.dist.is_main:
+                save_tensors(path, {"features": self._memo[key]}, {"extractor": extractor_id, "count": len(self.real)})
         return self._memo[key]
 
     @torch.no_grad()
@@ -86,14 +90,16 @@ class EvalContext:
         if (extractor, layer) not in self._extractors:  # built once, shared by both sets
             self._extractors[extractor, layer] = inception.create_extractor(extractor, layer, weights, self.device)
         model = self._extractors[extractor, layer]
+        images = images[self.dist.span(len(images))]
         chunks = []
         batches = range(0, len(images), self.batch_size)
-        for start in track(batches, description=f"{extractor} features ({side})", transient=True):
+        progress = track(batches, f"{extractor} features ({side})", transient=True, disable=not self.dist.is_main)
+        for start in progress:
             batch = images[start : start + self.batch_size].to(self.device)
             if batch.shape[1] == 1:  # grayscale: replicate to RGB only here, inside the metric adapter
                 batch = batch.repeat(1, 3, 1, 1)
             chunks.append(model(batch)[0].float().cpu())
-        return torch.cat(chunks)
+        return self.dist.gather(torch.cat(chunks) if chunks else torch.empty(0, 0))  # a rank may have none
 
 
 def subset(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:

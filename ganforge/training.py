@@ -402,32 +402,29 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation and samples
 
-    def evaluate(self) -> dict[str, Any] | None:
+    def evaluate(self) -> dict[str, Any]:
         """Score the EMA generator with ``[eval].metrics``; keep it as ``generator_best`` when its FID is the lowest.
 
-        Rank 0 evaluates while the other ranks wait (they return None).
+        Every rank generates and extracts features for its share of the images; rank 0 writes.
         """
-        if not self.dist.is_main:
-            self.dist.barrier()
-            return None
-        try:
-            return self._evaluate()
-        finally:
-            self.dist.barrier()
-
-    def _evaluate(self) -> dict[str, Any]:
         ev, model = self.config.eval, self.config.model
         real = subset(self.data.images, ev.n, ev.seed)
-        fake = torch.cat(list(generate(self.G_ema, latents(len(real), model.latent_dim, ev.seed), 64, self.device)))
-        ctx = EvalContext(real, fake, self.device, inception.resolve_weights(ev.inception_weights or None))
+        z = latents(len(real), model.latent_dim, ev.seed)[self.dist.span(len(real))]
+        mine = list(generate(self.G_ema, z, 64, self.device))
+        fake = self.dist.gather(torch.cat(mine).cpu() if mine else torch.empty(0, 0, dtype=torch.uint8))
+        weights = inception.resolve_weights(ev.inception_weights or None)
+        ctx = EvalContext(real, fake, self.device, weights, dist=self.dist)
         record = as_record(run_metrics(ev.metrics, self.registry, ctx), ctx)
-        self.run.log({"step": self.step, "eval": record})
         fid = next((values["fid"] for values in record["metrics"].values() if "fid" in values), None)
-        if fid is not None and (self.best_fid is None or fid < self.best_fid):
+        best = fid is not None and (self.best_fid is None or fid < self.best_fid)
+        if best:
             self.best_fid = fid
-            save_module(
-                self.out / GENERATOR_BEST, self.G_ema, {**self._model_metadata("generator"), "ganforge.fid": fid}
-            )
+        if self.dist.is_main:
+            self.run.log({"step": self.step, "eval": record})
+            if best:
+                metadata = {**self._model_metadata("generator"), "ganforge.fid": fid}
+                save_module(self.out / GENERATOR_BEST, self.G_ema, metadata)
+        self.dist.barrier()  # the others wait for rank 0's files
         return record
 
     @torch.no_grad()
@@ -536,8 +533,8 @@ class Trainer:
             grow = f"{now_at.resolution}px α={now_at.alpha:.2f}  "
         progress.update(task, stats=f"{grow}D {loss_d:.3f}  G {loss_g:.3f}  {speed:.1f} img/s")
 
-    def _report(self, progress: Progress, record: dict[str, Any] | None) -> None:
-        if record is None:
+    def _report(self, progress: Progress, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
             return
         figures = "  ".join(f"{k} {v:.4g}" for values in record["metrics"].values() for k, v in values.items())
         progress.console.print(f"step {self.step}: {figures}")

@@ -3,18 +3,25 @@
     python benchmarks/bench_train.py                  # demo widths (examples/demo.toml), 64×64, batch 16
     python benchmarks/bench_train.py --full           # full width: samgan.toml vs msggan.toml (latent 512)
     python benchmarks/bench_train.py --force-bf16     # also time bf16 on a CPU without native bf16 (slow!)
+    python benchmarks/bench_train.py --resolution 128 # 128×128 (an extra block, half the 64² width)
+    python benchmarks/bench_train.py --ddp 2          # also: the same training run in 1 and in 2 processes
 
 For each config and mode it prints seconds per training step (one D and one G update), images per
 second, FLOPs per step (``torch.utils.flop_counter``), the achieved FLOP/s as a fraction of a
 matrix-multiply ceiling measured in the same run, sampling images/second and the process's peak
-memory, then the ratios the performance targets are stated in. The first line says which CPU
-(instruction set, native bf16) and GPU the figures come from: they differ between machines.
+memory, then the ratios the performance targets are stated in, then evaluation images/second (FID
+features of real and generated images; first run and with the real features cached; needs
+``ganforge inception-weights``). The first line says which CPU (instruction set, native bf16) and
+GPU the figures come from: they differ between machines.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +31,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ganforge.config import load_config
+from ganforge.evaluation import EvalContext
+from ganforge.inception import resolve_weights
 from ganforge.plugins import load_registry
 from ganforge.precision import cpu_has_native_bf16, hardware_summary
 from ganforge.sampling import generate, latents
@@ -78,6 +87,38 @@ def sampling_speed(trainer: Trainer, n: int = 64) -> float:
     return n / (time.perf_counter() - start)
 
 
+def evaluation_speed(trainer: Trainer, n: int) -> tuple[float, float] | None:
+    """Images/second of an FID evaluation of ``n`` real + ``n`` generated images: first, then cached."""
+    weights = resolve_weights()
+    if weights is None:
+        return None
+    metric = trainer.registry.build("metric", "fid", {})
+    fake = torch.cat(list(generate(trainer.G_ema, latents(n, trainer.config.model.latent_dim, 0), 32, trainer.device)))
+    real = trainer.data.images[:n]
+    speeds = []
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["GANFORGE_CACHE"] = cache
+        for _ in range(2):
+            start = time.perf_counter()
+            metric(EvalContext(real, fake, trainer.device, weights))
+            speeds.append(2 * n / (time.perf_counter() - start))
+    return speeds[0], speeds[1]
+
+
+def ddp_scaling(config: Path, overrides: list[str], nproc: int, steps: int, folder: Path) -> dict[int, float]:
+    """Training images/second of the same run in 1 and in ``nproc`` processes (torchrun, gloo on CPU)."""
+    speeds = {}
+    for procs in (1, nproc):
+        out = folder / f"ddp{procs}"
+        sets = [f"--set={o}" for o in [*overrides, f"train.log_every={steps}"]]
+        command = [sys.executable, "-m", "ganforge", "build", str(config), "--out", str(out), "--steps", str(steps)]
+        command += [*sets, "--no-eval", "--overwrite", "--nproc", str(procs)]
+        subprocess.run(command, check=True, capture_output=True)
+        log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        speeds[procs] = log[-1]["images_per_second"]
+    return speeds
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -92,10 +133,15 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per row (after one warm-up)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--force-bf16", action="store_true", help="time bf16 even without native hardware bf16")
+    parser.add_argument("--eval-images", type=int, default=128, help="real and generated images per evaluation")
+    parser.add_argument("--ddp", type=int, default=0, metavar="N", help="also time a run in N processes vs 1")
     args = parser.parse_args()
     device = torch.device(args.device)
     native = device.type == "cuda" or cpu_has_native_bf16()
     common = [f"model.resolution={args.resolution}", f"train.batch_size={args.batch}", "data.size=64"]
+    if args.resolution > 64:  # one more block per doubling, at half the width of the one before
+        width = 128 if args.full else 8
+        common += [f"model.{net}.channels.{args.resolution}={width}" for net in ("generator", "discriminator")]
     if args.full:
         configs = {"samgan": (EXAMPLES / "samgan.toml", []), "msggan": (EXAMPLES / "msggan.toml", [])}
     else:
@@ -139,6 +185,23 @@ def main() -> int:
     best = min((t, m) for (n, m), t in times.items() if n == plain)
     speedup = times[plain, "fp32"] / best[0]
     print(f"{plain}: fastest mode {best[1]}: {speedup:.2f}x the fp32 step (target ≥ 3x where bf16 is native)")
+    with tempfile.TemporaryDirectory() as folder:
+        trainer = trainer_for(configs[attention][0], common, device, Path(folder))
+        speeds = evaluation_speed(trainer, args.eval_images)
+        if speeds is None:
+            print("# evaluation: skipped (no Inception weights: run `ganforge inception-weights`)")
+        else:
+            print(
+                f"# evaluation (FID, {args.eval_images} real + {args.eval_images} generated, {args.resolution}²): "
+                f"{speeds[0]:.1f} img/s first, {speeds[1]:.1f} img/s with the real features cached"
+            )
+        if args.ddp > 1:
+            config, extra = configs[attention]
+            scaling = ddp_scaling(config, [*common, *extra], args.ddp, 2 + args.steps, Path(folder))
+            print(
+                f"# DDP ({attention}, fp32, global batch {args.batch}): {scaling[1]:.1f} img/s in 1 process, "
+                f"{scaling[args.ddp]:.1f} in {args.ddp} ({scaling[args.ddp] / scaling[1]:.2f}x)"
+            )
     return 0
 
 

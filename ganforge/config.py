@@ -139,7 +139,10 @@ class TrainConfig(Strict):
         "auto", description="autocast dtype; auto = bf16 where the hardware has it natively, else fp32"
     )
     channels_last: bool = Field(False, description="NHWC memory layout for convolutions (see docs/performance.md)")
-    compile: bool = Field(False, description="torch.compile the generator and discriminator")
+    compile: bool = Field(False, description="torch.compile the generator (see docs/performance.md)")
+    data_workers: int = Field(
+        2, ge=0, description="processes reading batches ahead when the data streams from disk (0 = none)"
+    )
 
 
 class EvalConfig(Strict):

@@ -23,6 +23,7 @@ from torch import nn
 
 from . import __version__, inception
 from .assembly import GAN, build_gan
+from .batches import DataOrder, Prefetcher
 from .checkpoint import atomic_write, load_state, optimizer_tensors, read_header, restore_optimizer, save_module
 from .config import Config, dump_toml
 from .distributed import Distributed
@@ -62,6 +63,7 @@ RESUMABLE_CHANGES = {
     "train.precision",
     "train.channels_last",
     "train.compile",
+    "train.data_workers",
 }
 DEVICE_DATA_LIMIT = 2**30  # uint8 bytes of a dataset held on the training device; larger ones stream per batch
 EXPORTS = {"generator": GENERATOR, "generator_ema": GENERATOR_EMA, "discriminator": DISCRIMINATOR}
@@ -165,7 +167,7 @@ class Trainer:
         self.checkpoint_step: int | None = None  # step of the newest complete checkpoint on disk
         self.best_fid: float | None = None
         self._data: ImageDataset | None = None
-        self._order: tuple[int, torch.Tensor] | None = None
+        self._reader: Prefetcher | None = None  # reads ahead when the set is too large for the device
 
     def warn(self, message: str) -> None:
         self.console.print(f"[yellow]warning[/]: {message}")
@@ -187,6 +189,10 @@ class Trainer:
             images = self._data.images
             small = images.numel() <= DEVICE_DATA_LIMIT and images.is_contiguous()
             self._images = images.to(self.device) if small else images  # a large or memory-mapped set stays put
+            self._order = DataOrder(len(images), self.config.seed)
+            if not small:
+                workers, pin = self.config.train.data_workers, self.device.type == "cuda"
+                self._reader = Prefetcher(images, self._order, self._stream_position, workers, pin)
         return self._data
 
     @property
@@ -212,23 +218,17 @@ class Trainer:
         size = self.config.train.batch_size
         return Growth(self.config.model.resolution, 1.0, size, step * size)
 
-    def _batch(self, size: int, seen: int) -> torch.Tensor:
-        """Images ``seen … seen + size`` of the data stream: epoch after epoch, each in its own seeded order."""
-        n = len(self.data.images)
-        positions = torch.arange(seen, seen + size)
-        index = torch.empty(size, dtype=torch.long)
-        for epoch in positions.div(n, rounding_mode="floor").unique().tolist():
-            if self._order is None or self._order[0] != epoch:
-                g = torch.Generator().manual_seed(mix_seed(self.config.seed, epoch, 1))
-                self._order = (epoch, torch.randperm(n, generator=g))
-            mask = positions // n == epoch
-            index[mask] = self._order[1][positions[mask] % n]
-        if self._images.device == self.device:
-            return to_float(self._images[index.to(self.device)])
-        batch = self._images[index]  # reads only these images (from the page cache or disk when memory-mapped)
-        if self.device.type == "cuda":
-            batch = batch.pin_memory().to(self.device, non_blocking=True)
-        return to_float(batch)
+    def _stream_position(self, step: int) -> tuple[int, int]:
+        """``(images_seen, batch_size)`` of ``step``: where its batch starts in the data stream."""
+        growth = self.growth(step)
+        return growth.images_seen, growth.batch_size
+
+    def _batch(self, step: int) -> torch.Tensor:
+        """The real images of ``step``, as floats on the device."""
+        self.data  # noqa: B018 (loads the set on first use)
+        if self._reader is None:
+            return to_float(self._images[self._order.indices(*self._stream_position(step)).to(self.device)])
+        return to_float(self._reader.batch(step).to(self.device, non_blocking=True))
 
     # ------------------------------------------------------------------ one step
 
@@ -247,7 +247,7 @@ class Trainer:
         growth = self.growth(self.step)
         for target in self.growing:  # a growing connection and its modules
             target.set_growth(growth.resolution, growth.alpha)
-        real = self._batch(growth.batch_size, growth.images_seen)
+        real = self._batch(self.step)
         for augment in self.augment:  # on the global batch, so every rank's slice is what one process would see
             real = augment(real)
         z = torch.randn(real.shape[0], self.config.model.latent_dim, device=self.device)
@@ -473,6 +473,9 @@ class Trainer:
                 self._loop(total_steps, evaluate, stop)
             except Interrupted as exc:  # a second signal, or one during the final evaluation
                 raise Interrupted(exc.signum, self.step, self.checkpoint_step) from None
+            finally:
+                if self._reader is not None:
+                    self._reader.close()
 
     def _loop(self, total_steps: int, evaluate: bool, stop: GracefulStop) -> None:
         train, ev = self.config.train, self.config.eval

@@ -11,6 +11,8 @@ import torch
 from ganforge_plugins import image_folder as folder_plugin
 from PIL import Image
 
+from ganforge import training
+from ganforge.checkpoint import load_tensors
 from ganforge.config import load_config
 from ganforge.plugins import load_registry
 from ganforge.training import Trainer
@@ -84,3 +86,21 @@ def test_the_1024_pggan_recipe_starts_training_from_a_folder(tmp_path, cache):
     assert np.load(array, mmap_mode="r").shape == (64, 1, 1024, 1024)
     trainer.fit(2, evaluate=False)
     assert trainer.step == 2 and trainer.run.checkpoint_steps() == [2]
+
+
+def test_batches_read_ahead_by_workers_equal_the_in_memory_ones(tiny, tmp_path, monkeypatch):
+    config, registry = tiny  # 48 images, batch 8: step 6 starts the second epoch
+    in_memory = Trainer(config, registry, tmp_path / "a", device="cpu")
+    monkeypatch.setattr(training, "DEVICE_DATA_LIMIT", 0)  # every set now streams
+    streamed = Trainer(config, registry, tmp_path / "b", device="cpu")
+    expected = [in_memory._batch(step) for step in range(9)]
+    assert streamed._batch(0).shape == (8, 1, 16, 16) and streamed._reader.workers == 2
+    for step in [1, 2, 3, 4, 5, 6, 7, 2, 3, 8]:  # in order, then back (a resume restarts the readers)
+        assert torch.equal(streamed._batch(step), expected[step]), step
+    assert not torch.equal(expected[0], expected[6])  # a new epoch, a new order
+    streamed._reader.close()
+
+    streamed.fit(3, evaluate=False)
+    in_memory.fit(3, evaluate=False)
+    ours, theirs = (load_tensors(t.run.checkpoint_path(3))[0] for t in (streamed, in_memory))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)  # the same training, bit for bit

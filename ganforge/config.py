@@ -256,16 +256,24 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``--set`` overrides on plain config data.
+
+    A ``…name=`` override that names another component replaces the whole component table, as
+    ``base`` inheritance does (the old component's parameters would be unknown keys); the ``name``
+    overrides are applied first, so ``--set data.root=… --set data.name=image_folder`` keeps the root.
+    """
     data = dict(data)
-    for item in overrides:
-        path, value = parse_override(item)
+    parsed = [parse_override(item) for item in overrides]
+    for path, value in sorted(parsed, key=lambda override: override[0][-1] != "name"):
         node = data
         for part in path[:-1]:
             child = node.get(part)
-            if isinstance(child, str) and part != path[-1]:  # "attention" shorthand → table
+            if isinstance(child, str):  # "attention" shorthand → table
                 child = {"name": child}
             node[part] = dict(child) if isinstance(child, Mapping) else {}
             node = node[part]
+        if path[-1] == "name" and len(path) > 1 and node.get("name", value) != value:
+            node.clear()
         node[path[-1]] = value
     return data
 

@@ -466,6 +466,10 @@ class Trainer:
         )
         if total_steps < self.step:
             self.warn(f"the run is already at step {self.step}, past the {total_steps} asked for; nothing to train")
+        real_grid = self.out / SAMPLES / "real.png"
+        if self.dist.is_main and not real_grid.is_file():  # what the samples are compared with
+            real = subset(self.data.images, self.config.train.grid_size, self.config.seed)
+            save_grid(real, real_grid, f"{self.config.name}: real images. Data: {self.data.description}")
         self.G.train()
         self.D.train()
         with GracefulStop() as stop:

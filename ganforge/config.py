@@ -140,6 +140,7 @@ class TrainConfig(Strict):
     )
     channels_last: bool = Field(False, description="NHWC memory layout for convolutions (see docs/performance.md)")
     compile: bool = Field(False, description="torch.compile the generator (see docs/performance.md)")
+    tensorboard: bool = Field(False, description="also log to RUN/tensorboard (needs the tensorboard package)")
     data_workers: int = Field(
         2, ge=0, description="processes reading batches ahead when the data streams from disk (0 = none)"
     )

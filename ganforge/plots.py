@@ -46,7 +46,7 @@ def plot_run(run: str | Path) -> Path:
     records = RunDir(run).read_metrics()
     evals = eval_series(records)
     panels = 2 + len(evals)
-    figure = Figure(figsize=(5 * min(panels, 3), 3.4 * ((panels + 2) // 3)))
+    figure = Figure(figsize=(5 * min(panels, 3), 3.4 * ((panels + 2) // 3)), layout="constrained")
     axes = [figure.add_subplot((panels + 2) // 3, min(panels, 3), i + 1) for i in range(panels)]
     for key, label in (("loss_d", "D"), ("loss_g", "G")):
         axes[0].plot(*loss_series(records, key), label=label)
@@ -101,7 +101,7 @@ def plot_sweep(out: Path, rows: Sequence[str]) -> list[Path]:
     )
     panels = ([("real images", real)] if real else []) + grids
     if panels:
-        figure = Figure(figsize=(3.2 * len(panels), 3.6))
+        figure = Figure(figsize=(3.2 * len(panels), 3.6), layout="constrained")
         for i, (name, path) in enumerate(panels):
             ax = figure.add_subplot(1, len(panels), i + 1)
             with Image.open(path) as image:

@@ -49,6 +49,7 @@ from .rundir import (
 )
 from .sampling import generate, latents
 from .seeds import mix_seed
+from .tracking import TensorBoard
 
 # Keys that may differ between a run and its resumption (they say how long/where, not what).
 RESUMABLE_CHANGES = {
@@ -64,6 +65,7 @@ RESUMABLE_CHANGES = {
     "train.channels_last",
     "train.compile",
     "train.data_workers",
+    "train.tensorboard",
 }
 DEVICE_DATA_LIMIT = 2**30  # uint8 bytes of a dataset held on the training device; larger ones stream per batch
 EXPORTS = {"generator": GENERATOR, "generator_ema": GENERATOR_EMA, "discriminator": DISCRIMINATOR}
@@ -168,6 +170,7 @@ class Trainer:
         self.best_fid: float | None = None
         self._data: ImageDataset | None = None
         self._reader: Prefetcher | None = None  # reads ahead when the set is too large for the device
+        self.tensorboard: TensorBoard | None = None  # opened by fit() when train.tensorboard
 
     def warn(self, message: str) -> None:
         self.console.print(f"[yellow]warning[/]: {message}")
@@ -421,6 +424,9 @@ class Trainer:
             self.best_fid = fid
         if self.dist.is_main:
             self.run.log({"step": self.step, "eval": record})
+            if self.tensorboard:
+                figures = {f"eval/{m}/{k}": v for m, values in record["metrics"].items() for k, v in values.items()}
+                self.tensorboard.scalars(self.step, figures)
             if best:
                 metadata = {**self._model_metadata("generator"), "ganforge.fid": fid}
                 save_module(self.out / GENERATOR_BEST, self.G_ema, metadata)
@@ -438,6 +444,8 @@ class Trainer:
         path = self.out / SAMPLES / f"step_{self.step:07d}.png"
         caption = f"{self.config.name}, step {self.step}, EMA generator. Data: {self.data.description}"
         save_grid(images, path, caption)
+        if self.tensorboard:
+            self.tensorboard.image("samples", images, self.step)
         return path
 
     # ------------------------------------------------------------------ loop
@@ -466,6 +474,10 @@ class Trainer:
         )
         if total_steps < self.step:
             self.warn(f"the run is already at step {self.step}, past the {total_steps} asked for; nothing to train")
+        if self.config.train.tensorboard and self.dist.is_main and self.tensorboard is None:
+            self.tensorboard = TensorBoard.open(self.out, self.warn)
+            if self.tensorboard:
+                self.tensorboard.text("config", dump_toml(self.config))
         real_grid = self.out / SAMPLES / "real.png"
         if self.dist.is_main and not real_grid.is_file():  # what the samples are compared with
             real = subset(self.data.images, self.config.train.grid_size, self.config.seed)
@@ -480,6 +492,9 @@ class Trainer:
             finally:
                 if self._reader is not None:
                     self._reader.close()
+                if self.tensorboard is not None:
+                    self.tensorboard.close()
+                    self.tensorboard = None
 
     def _loop(self, total_steps: int, evaluate: bool, stop: GracefulStop) -> None:
         train, ev = self.config.train, self.config.eval
@@ -492,7 +507,8 @@ class Trainer:
             TimeRemainingColumn(),
         )
         evaluated_at = None
-        with Progress(*columns, console=self.console) as progress:
+        live = self.console.is_terminal  # elsewhere (SLURM, nohup, CI) a plain line every log_every steps
+        with Progress(*columns, console=self.console, disable=not live) as progress:
             task = progress.add_task("training", total=total_steps, completed=self.step, stats="")
             window_start, window_images = time.perf_counter(), 0
             while self.step < total_steps:
@@ -534,11 +550,17 @@ class Trainer:
         if self.finite.skipped:
             record["skipped_steps"] = self.finite.skipped
         self.run.log({**record, "time": time.time()})
+        if self.tensorboard:
+            self.tensorboard.scalars(self.step, {f"train/{k}": v for k, v in record.items() if k != "step"})
         grow = ""
         if isinstance(self.gan.connection, Growing):
             now_at = self.growth(self.step - 1)
             grow = f"{now_at.resolution}px α={now_at.alpha:.2f}  "
-        progress.update(task, stats=f"{grow}D {loss_d:.3f}  G {loss_g:.3f}  {speed:.1f} img/s")
+        stats = f"{grow}D {loss_d:.3f}  G {loss_g:.3f}  {speed:.1f} img/s"
+        progress.update(task, stats=stats)
+        if progress.disable:
+            total = progress.tasks[0].total
+            progress.console.print(f"step {self.step}/{total:.0f}  {stats}", highlight=False)
 
     def _report(self, progress: Progress, record: dict[str, Any]) -> None:
         if not self.dist.is_main:

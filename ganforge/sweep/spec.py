@@ -18,12 +18,12 @@ A row is exactly ``ganforge build BASE --set …`` with its overrides, then the 
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomli_w
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -70,9 +70,17 @@ class Sweep:
         return [row for row in self.rows if row.name in only]
 
 
-def _value(value: Any) -> str:
-    """A TOML value as ``--set`` takes it (``"x"`` → ``x``; lists and numbers as TOML)."""
-    return value if isinstance(value, str) else tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+def _value(value: Any, quoted: bool = False) -> str:
+    """A TOML value on one line as ``--set`` takes it (a top-level string bare: ``x`` for ``"x"``)."""
+    if isinstance(value, str):
+        return json.dumps(value) if quoted else value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v, True) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_value(v, True)}" for k, v in value.items()) + " }"
+    return repr(value)
 
 
 def _grid_points(grid: dict[str, list[Any]]) -> list[tuple[str, list[str]]]:
@@ -123,5 +131,7 @@ def load_sweep(path: str | Path) -> Sweep:
                     parse_override(item)
                 except ConfigError as exc:
                     raise ConfigError(str(exc), file=str(path), key=f"rows.{name}.set") from None
+            if name in [r.name for r in rows]:
+                raise ConfigError(f"two rows are both named {name!r}", file=str(path), key="grid")
             rows.append(Row(name, [*row.set, *overrides], dict(row.paper)))
     return Sweep(path, base, rows)

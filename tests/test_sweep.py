@@ -1,0 +1,162 @@
+"""`ganforge sweep`/`report`/`plot`: rows as ordinary builds, resumable, results from the runs' files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import write_tiny
+from pool_features import POOL
+
+from ganforge.config import load_config
+from ganforge.errors import ConfigError
+from ganforge.plugins import load_registry
+from ganforge.rundir import RunDir
+from ganforge.sweep import load_sweep
+from ganforge.sweep.results import FIGURES, table2_columns
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+TESTS = Path(__file__).resolve().parent
+
+SWEEP = """
+base = "tiny.toml"
+
+[rows.lr-low]
+set = ["optim.lr=0.001"]
+paper = {{ FID = 100.0, MR = 0.5, MG = 0.4 }}
+
+[rows.plain]
+set = ["model.generator.attention_resolutions=[]", "model.discriminator.attention_resolutions=[]"]
+{extra}
+"""
+
+
+def write_sweep(folder: Path, extra: str = "") -> Path:
+    metrics = f'[{{ name = "fid", extractor = "{POOL["extractor"]}", layer = "48" }}, "ms_ssim"]'
+    tiny = write_tiny(folder, extra=f"\n[eval]\nmetrics = {metrics}\nn = 16\n")
+    tiny.write_text('plugins = ["pool_features"]\n' + tiny.read_text())
+    path = folder / "sweep.toml"
+    path.write_text(SWEEP.format(extra=extra))
+    return path
+
+
+def ganforge(folder: Path, *args, check: int | None = 0, **popen) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "GANFORGE_CACHE": str(folder / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-m", "ganforge", *map(str, args)],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check is not None:
+        assert done.returncode == check, done.stderr
+    return done
+
+
+def rows_of(out: Path) -> dict[str, dict[str, str]]:
+    with (out / "results.csv").open() as handle:
+        return {row["row"]: row for row in csv.DictReader(handle)}
+
+
+def last_eval(run: Path) -> dict:
+    return [r for r in RunDir(run).read_metrics() if "eval" in r][-1]["eval"]["metrics"]
+
+
+@pytest.mark.slow
+def test_a_sweep_writes_the_table_from_its_runs_and_skips_finished_rows(tmp_path):
+    sweep = write_sweep(tmp_path, extra='\n[rows.broken]\nset = ["optim.lr=-1"]\n')
+    first = ganforge(tmp_path, "sweep", sweep, "--out", "T", "--steps", 2, "--jobs", 2, check=1)
+    assert "broken failed" in first.stderr and "optim.lr" in first.stderr  # named, with its one-line error
+    out = tmp_path / "T"
+    table = rows_of(out)
+    assert list(table) == ["lr-low", "plain", "broken"]
+    assert table["broken"]["state"] == "failed" and table["lr-low"]["state"] == "done"
+    for name in ("lr-low", "plain"):
+        metrics = last_eval(out / name)
+        assert float(table[name]["FID_ours"]) == pytest.approx(metrics["fid"]["fid"])
+        assert float(table[name]["MG_ours"]) == pytest.approx(metrics["ms_ssim"]["ms_ssim_fake"])
+        assert table[name]["eval_step"] == "2"
+    assert table["lr-low"]["LR"] == "0.001" and table["lr-low"]["FID_paper"] == "100.0"
+    assert table["plain"]["AM"] == "False" and table["lr-low"]["AM"] == "True"
+    markdown = (out / "results.md").read_text()
+    assert "| lr-low | ✓ | ✓ | ✓ | ✓ | ✓ | Adam | 0.001 |" in markdown and "**fid**: FID" in markdown
+    for plot in ("fid.png", "losses.png", "samples.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    again = ganforge(tmp_path, "sweep", sweep, "--out", "T", "--steps", 2, "--only", "lr-low,plain")
+    assert "0 to run" in again.stderr
+    assert len(list((out / "lr-low" / "checkpoints").glob("*.safetensors"))) == 1  # not trained again
+    (out / "results.md").unlink()
+    ganforge(tmp_path, "report", out)
+    assert (out / "results.md").read_text() == markdown
+    ganforge(tmp_path, "plot", out / "plain")
+    assert (out / "plain" / "plots" / "curves.png").is_file()
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_mid_row_resumes_that_row(tmp_path):
+    sweep = write_sweep(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "GANFORGE_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "ganforge", "sweep", str(sweep), "--out", "T", "--steps", "40", "--only", "plain"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    checkpoints = tmp_path / "T" / "plain" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while not list(checkpoints.glob("step_*.safetensors")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=300) == 130
+    stopped_at = RunDir(tmp_path / "T" / "plain").checkpoint_steps()[0]
+    assert 0 < stopped_at < 40
+    assert json.loads((tmp_path / "T" / "sweep.json").read_text())["rows"]["plain"]["state"] == "interrupted"
+    ganforge(tmp_path, "sweep", sweep, "--out", "T", "--steps", 40, "--only", "plain")
+    log = (tmp_path / "T" / "logs" / "plain.log").read_text()
+    assert "--resume" in log.splitlines()[-1] or any(
+        line.startswith("$") and "--resume" in line for line in log.splitlines()
+    )
+    assert RunDir(tmp_path / "T" / "plain").checkpoint_steps()[0] == 40
+    assert rows_of(tmp_path / "T")["plain"]["state"] == "done"
+
+
+def test_sweep_files_are_checked_and_grids_expand(tmp_path):
+    base = write_tiny(tmp_path)
+    path = tmp_path / "grid.toml"
+    path.write_text(f'base = "{base.name}"\n[grid]\n"optim.lr" = [0.001, 0.002]\n"augment" = [[], ["hflip"]]\n')
+    sweep = load_sweep(path)
+    names = ["lr=0.001,augment=", "lr=0.001,augment=hflip", "lr=0.002,augment=", "lr=0.002,augment=hflip"]
+    assert [r.name for r in sweep.rows] == names
+    assert sweep.rows[1].overrides == ["optim.lr=0.001", 'augment=["hflip"]']
+    with pytest.raises(ConfigError, match="--only: no row 'nope'"):
+        sweep.select(["nope"])
+    path.write_text(f'base = "{base.name}"\n[rows.a]\nsett = []\n')
+    with pytest.raises(ConfigError, match="grid.toml: rows.a.sett: unknown key"):
+        load_sweep(path)
+
+
+def test_every_table2_row_builds_what_the_paper_says():
+    sweep = load_sweep(EXAMPLES / "table2.toml")
+    assert len(sweep.rows) == 20  # 19 configurations + the MSG-GAN paper's own row
+    for row in sweep.rows:
+        config, _ = load_config(sweep.base, load_registry, row.overrides)
+        columns = table2_columns(config.model_dump(mode="json"))
+        paper = {k: v for k, v in row.paper.items() if k not in (*FIGURES, "label", "Data")}
+        assert {k: columns[k] for k in paper} == paper, row.name
+        assert columns["Data"] == ("phantom" if row.paper["Data"] == "X-ray" else "image_folder img_align_celeba")
+        assert config.model.image_channels == (3 if row.paper["Data"] == "CelebA" else 1)
+        assert config.eval.n == (10000 if row.paper["Data"] == "CelebA" else 3616)
+
+
+def test_a_table2_row_switches_to_real_data_with_set(tmp_path):
+    row = next(r for r in load_sweep(EXAMPLES / "table2.toml").rows if r.name == "SAMGAN8")
+    switch = [f"data.root={tmp_path}", "data.name=image_folder", 'data.classes=["COVID"]']
+    config, _ = load_config(EXAMPLES / "samgan.toml", load_registry, [*row.overrides, *switch])
+    assert config.data.name == "image_folder" and config.data.root == str(tmp_path)
+    assert "size" not in config.data.params  # the phantom's keys went with it

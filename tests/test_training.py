@@ -43,7 +43,8 @@ def test_short_run_moves_weights_and_writes_the_run_directory(tiny, tmp_path):
     assert not [n for n in names if n.endswith(".tmp")]  # atomic writes leave no temporaries
     checkpoints = sorted(p.name for p in (tmp_path / "run" / CHECKPOINTS).iterdir())
     assert checkpoints == ["step_0000002.safetensors", "step_0000004.safetensors"]  # keep_checkpoints = 2
-    assert sorted(p.name for p in (tmp_path / "run" / "samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
+    grids = sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())
+    assert grids == ["real.png", "step_0000002.png", "step_0000004.png"]  # the real images, then EMA samples
     _, meta = load_tensors(tmp_path / "run" / GENERATOR)
     assert json.loads(meta["ganforge.config"])["name"] == "tiny" and meta["ganforge.step"] == "4"
     assert "PHANTOM" in meta["ganforge.data"]

@@ -221,15 +221,35 @@ def _torchrun(nproc: int) -> int:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True)
 @click.option(
     "--classifier",
+    "classifiers",
+    multiple=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="latent class optimisation: a classifier .safetensors from `ganforge classify train`",
+    help="latent class optimisation: a classifier .safetensors from `ganforge classify train`; "
+    "repeat it for an ensemble (every member must agree)",
 )
 @click.option("--labels", help="with --classifier: the findings wanted, e.g. 'Effusion|Nodule' or 'No Finding'")
 @click.option("--archive", help="with --classifier: COMBINATION=COUNT,… e.g. 'Effusion=50,Nodule|Effusion=20'")
+@click.option(
+    "--judge",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="an independent classifier (not optimised against) that scores the accepted images",
+)
+@click.option(
+    "--ground-truth",
+    "analyser_name",
+    help="an analyser that measures the findings from the images, e.g. 'phantom' for phantom-trained generators",
+)
 @click.option("--lco-steps", type=click.IntRange(min=1), default=200, show_default=True, help="Adam steps per latent")
 @click.option("--lco-lr", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True)
 @click.option(
-    "--prior", type=click.FloatRange(min=0), default=0.1, show_default=True, help="weight of the latent-norm prior"
+    "--views",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="random shifts/zooms/noise of each image in the loss and the acceptance test (1 = the image only)",
+)
+@click.option(
+    "--max-tries", type=click.IntRange(min=1), help="latents to try per combination at most  [default: 20 × count]"
 )
 @click.option(
     "--threshold",
@@ -247,12 +267,15 @@ def sample(
     batch_size,
     grid,
     device,
-    classifier,
+    classifiers,
     labels,
     archive,
+    judge,
+    analyser_name,
     lco_steps,
     lco_lr,
-    prior,
+    views,
+    max_tries,
     threshold,
     plugin_modules,
 ) -> None:
@@ -266,15 +289,22 @@ def sample(
 
     registry = load_registry(plugin_modules)
     generator, config = load_generator(weights, registry)
-    if classifier is not None or labels or archive:
+    if classifiers or labels or archive or judge or analyser_name:
         from .lco import LCOSettings
 
-        settings = LCOSettings(steps=lco_steps, lr=lco_lr, prior=prior, threshold=threshold, batch_size=batch_size)
+        settings = LCOSettings(
+            steps=lco_steps,
+            lr=lco_lr,
+            threshold=threshold,
+            batch_size=batch_size,
+            max_tries=max_tries or 0,
+            views=views,
+        )
         _sample_lco(
             generator,
             config,
             weights,
-            classifier,
+            classifiers,
             labels,
             archive,
             count,
@@ -284,6 +314,8 @@ def sample(
             select_device(device),
             grid,
             registry,
+            judge,
+            analyser_name,
         )
         return
     stream = sample_stream(generator, count, seed, batch_size, select_device(device))
@@ -294,61 +326,105 @@ def sample(
     console.print(f"wrote {count} {config.model.resolution}×{config.model.resolution} PNGs to {out}/")
 
 
-def _sample_lco(
-    generator, config, weights, classifier_path, labels, archive, count, out, seed, settings, device, grid, registry
-):
-    """Labelled samples by latent class optimisation, written as PNGs + labels.csv (an image_folder dataset)."""
-    import torch
-    from rich.progress import Progress
-
+def _lco_classifier(path: Path, registry):
     from .classification import load_classifier
+    from .lco import Classifier, classifier_name
+
+    model, names, cconfig = load_classifier(path, registry)
+    return Classifier(model, names, cconfig.resolution, cconfig.image_channels, classifier_name(path))
+
+
+def _sample_lco(
+    generator,
+    config,
+    weights,
+    classifier_paths,
+    labels,
+    archive,
+    count,
+    out,
+    seed,
+    settings,
+    device,
+    grid,
+    registry,
+    judge_path,
+    analyser_name,
+):
+    """Labelled samples by latent class optimisation: PNGs + labels.csv (an image_folder dataset) + summary.json."""
+    import json
+    import math
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .checkpoint import atomic_write
     from .export import write_dataset
     from .kinds import ImageSet
-    from .lco import optimise_latents, parse_archive, parse_labels
+    from .lco import advice, build_archive, check_label_names, parse_archive, summary_rows
 
-    if classifier_path is None:
-        raise click.UsageError("--labels/--archive need --classifier")
+    if not classifier_paths:
+        raise click.UsageError("--labels/--archive/--judge/--ground-truth need --classifier")
     if bool(labels) == bool(archive):
         raise click.UsageError("give exactly one of --labels and --archive")
-    model, names, cconfig = load_classifier(classifier_path, registry)
+    classifiers = [_lco_classifier(path, registry) for path in classifier_paths]
+    judge = _lco_classifier(judge_path, registry) if judge_path else None
+    analyser = registry.build("analyser", analyser_name) if analyser_name else None
+    others = [(f"--judge {judge.name}", judge.names)] if judge else []
+    others += [(f"--ground-truth {analyser_name}", analyser.label_names)] if analyser else []
+    names = check_label_names(classifiers, others)
     plan = [(labels, count)] if labels else parse_archive(archive)
-    targets = [(combo, parse_labels(combo, names), n) for combo, n in plan]  # unknown names fail before any work
-    images, label_rows, table = [], [], Table(title=f"latent class optimisation ({classifier_path.name})")
-    for column in ("labels", "accepted", "tried", "acceptance", "mean steps"):
-        table.add_column(column)
-    with Progress(console=console, transient=True) as progress:
-        for index, (combo, target, n) in enumerate(targets):
-            result = optimise_latents(
-                generator,
-                model,
-                target,
-                n,
-                config.model.latent_dim,
-                cconfig.resolution,
-                cconfig.image_channels,
-                settings,
-                seed + index,
-                device,
-                progress,
-            )
-            images.append(result.images)
-            label_rows += [target] * len(result.images)
-            steps = sum(result.steps_used) / len(result.steps_used) if result.steps_used else float("nan")
-            table.add_row(combo, str(len(result.images)), str(result.tried), f"{result.acceptance:.1%}", f"{steps:.1f}")
-    _stdout().print(table)
-    accepted = torch.cat(images) if images else torch.empty(0)
-    if len(accepted) == 0:
-        raise click.ClickException(
-            "no latent was accepted; try more --lco-steps, a lower --threshold or another --prior"
+    bound = sum(math.ceil(settings.tries(n) / settings.batch_size) * settings.steps for _, n in plan)
+    tasks: dict[str, int] = {}
+
+    columns = TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}"), TimeElapsedColumn()
+    with Progress(*columns, console=console, transient=True) as progress:
+
+        def on_step(combo: str, n: int, result) -> None:
+            if not tasks and result.optimisation_steps == 1:  # the first step: say up front how long it may take
+                minutes = bound * result.seconds / 60
+                colour = "yellow" if minutes > 10 else "dim"
+                progress.console.print(
+                    f"[{colour}]one optimisation step takes {result.seconds:.2f} s: this request stops after at most "
+                    f"{bound} steps (~{minutes:.0f} min), earlier once every image is accepted[/]"
+                )
+            if combo not in tasks:
+                steps = math.ceil(settings.tries(n) / settings.batch_size) * settings.steps
+                tasks[combo] = progress.add_task(combo, total=steps)
+            accepted = len(result.steps_used)
+            text = f"{combo}: {accepted}/{n} accepted, {result.tried} tried"
+            progress.update(tasks[combo], advance=1, description=text)
+
+        result = build_archive(
+            generator, config.model.latent_dim, plan, classifiers, settings, seed, device, judge, analyser, on_step
         )
+    table = Table(title=f"latent class optimisation ({', '.join(c.name for c in classifiers)})")
+    headers, rows = summary_rows(result.records)
+    for header in headers:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*row)
+    _stdout().print(table)
+    summary = {
+        "generator": str(weights),
+        "classifiers": [str(p) for p in classifier_paths],
+        "judge": str(judge_path) if judge_path else None,
+        "ground_truth": analyser_name,
+        "settings": vars(settings),
+        "seed": seed,
+        "combinations": result.records,
+    }
+    if len(result.images) == 0:
+        raise GanforgeError(advice(settings, result.records))
     description = (
-        f"LCO samples from {weights.name} with classifier {classifier_path.name} "
-        f"(threshold {settings.threshold}, {settings.steps} steps, seed {seed})"
+        f"LCO samples from {weights.name} with classifier(s) {', '.join(c.name for c in classifiers)} "
+        f"(threshold {settings.threshold}, {settings.steps} steps, {settings.views} views, seed {seed})"
     )
-    csv_path = write_dataset(ImageSet(accepted, torch.stack(label_rows), names, description), out, prefix="lco")
+    csv_path = write_dataset(ImageSet(result.images, result.labels, names, description), out, "lco", result.columns)
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if grid is not None:
-        save_grid(accepted[:64], grid, description)
-    console.print(f"wrote {len(accepted)} labelled images to {out / 'images'}/ and {csv_path}")
+        save_grid(result.images[:64], grid, description)
+    summary_path = out / "summary.json"
+    console.print(f"wrote {len(result.images)} labelled images to {out / 'images'}/, {csv_path} and {summary_path}")
 
 
 @main.command()

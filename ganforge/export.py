@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -56,8 +57,14 @@ def write_samples(
     return torch.cat(kept)
 
 
-def write_dataset(dataset: ImageDataset, out: str | Path, prefix: str = "image") -> Path:
-    """``out/images/<prefix>_000000.png`` + ``out/labels.csv`` (``Image Index``, ``Finding Labels``).
+def _cell(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def write_dataset(
+    dataset: ImageDataset, out: str | Path, prefix: str = "image", columns: Mapping[str, Sequence[Any]] | None = None
+) -> Path:
+    """``out/images/<prefix>_000000.png`` + ``out/labels.csv`` (``Image Index``, ``Finding Labels``, ``columns``).
 
     The CSV follows ChestX-ray14: findings joined by ``|``, ``No Finding`` when there are none, so
     the ``image_folder`` dataset reads the result back. ``out/README.txt`` repeats the dataset's
@@ -70,10 +77,11 @@ def write_dataset(dataset: ImageDataset, out: str | Path, prefix: str = "image")
         name = f"{prefix}_{index:06d}.png"
         save_png(dataset.images[index], out / "images" / name)
         findings = [n for n, on in zip(dataset.label_names, labels[index]) if on]
-        rows.append((name, "|".join(findings) or NO_FINDING))
+        extra = [_cell(values[index]) for values in (columns or {}).values()]
+        rows.append((name, "|".join(findings) or NO_FINDING, *extra))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["Image Index", "Finding Labels"])
+    writer.writerow(["Image Index", "Finding Labels", *(columns or {})])
     writer.writerows(rows)
     atomic_write(out / "labels.csv", buffer.getvalue())
     atomic_write(out / "README.txt", dataset.description + "\n")

@@ -19,6 +19,7 @@ shape ``[B, C, H, W]`` with ``C`` = 1 (grayscale) or 3.
 | ``dataset``           | ``resolution``, ``image_channels``    | :class:`ImageDataset`                    |
 | ``metric``            | (none)                                | :class:`Metric`                          |
 | ``classifier``        | ``image_channels``, ``num_classes``   | ``nn.Module``: ``[B,C,R,R] -> [B,K]`` logits |
+| ``analyser``          | (none)                                | :class:`Analyser`                        |
 
 ``layers`` is a :class:`ganforge.layers.Layers`: the one way components create convolutions, so
 the weight normalizations the config names (spectral norm, equalized learning rate, ...) reach
@@ -192,6 +193,19 @@ class Metric(Protocol):
     def protocol(self, ctx: EvalContext) -> str: ...
 
 
+@runtime_checkable
+class Analyser(Protocol):
+    """Findings measured from images by a fixed procedure, not learned: a ground truth that the
+    images optimised against a classifier cannot have been tuned to fool.
+
+    Takes uint8 ``[N, C, R, R]``; returns float multi-hot ``[N, K]`` over ``label_names``.
+    """
+
+    label_names: list[str]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
 KINDS: dict[str, str] = {
     "attention": "attention layer inserted after a block at chosen resolutions",
     "weight_norm": "reparametrization of every conv weight (spectral norm, equalized lr)",
@@ -205,4 +219,5 @@ KINDS: dict[str, str] = {
     "dataset": "training images",
     "metric": "image-set metric",
     "classifier": "multi-label image classifier (latent class optimisation, train-on-synthetic evaluation)",
+    "analyser": "findings measured from images without learning (a ground truth for latent class optimisation)",
 }

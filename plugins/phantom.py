@@ -11,7 +11,7 @@ are drawn independently, so an image can carry several labels:
 - ``Nodule``: a small round dense spot inside a lung.
 
 Everything is a pure function of (seed, image index, resolution): image ``i`` is the same
-whatever ``n`` is. Rendering is vectorized with torch: thousands of 64×64 images per second.
+whatever ``n`` is. Rendering is vectorized with torch.
 """
 
 from __future__ import annotations
@@ -61,10 +61,16 @@ def _labels(p: torch.Tensor, prevalence: float) -> torch.Tensor:
     return (p[:, 20:24] < prevalence).float()
 
 
-def _render(p: torch.Tensor, noise: torch.Tensor, size: int, prevalence: float) -> torch.Tensor:
-    """Float images [n, size, size] in [0, 1] from parameter rows ``p`` and unit noise."""
+def _render(
+    p: torch.Tensor, noise: torch.Tensor, size: int, prevalence: float, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Float images [n, size, size] in [0, 1] from parameter rows ``p`` and unit noise.
+
+    ``labels`` ``[n, 4]`` overrides the findings drawn from ``p``; values between 0 and 1 draw
+    them partly (everything here is differentiable in ``p`` and ``labels``).
+    """
     a = _Anatomy(p)
-    labels = _labels(p, prevalence)
+    labels = _labels(p, prevalence) if labels is None else labels
     n = p.shape[0]
     axis = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
     v0, u0 = torch.meshgrid(axis, axis, indexing="ij")

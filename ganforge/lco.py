@@ -13,8 +13,9 @@ published; ganforge's version (measured in docs/pggan.md):
   so only image changes that survive them count, not a perturbation tuned to one network's pixels;
 - a latent is accepted at the first step where every classifier, on the image itself and on each
   of its views, gives every requested finding a probability ≥ ``threshold`` and every other one
-  < ``threshold`` (the worst case over the transformations, not their mean); it then stops moving. Latents not accepted within ``steps`` are rejected, and fresh ones are drawn
-  until ``n`` are accepted or ``max_tries`` latents have been tried.
+  < ``threshold`` (the worst case over the transformations, not their mean); it then stops
+  moving. Latents not accepted within ``steps`` are rejected, and fresh ones are drawn until ``n``
+  are accepted or ``max_tries`` latents have been tried.
 
 :func:`summarise` then scores the *written* (uint8) images under the classifiers, an independent
 judge and, where one exists, an analyser that measures the findings (the phantom's ground truth).

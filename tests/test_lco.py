@@ -5,13 +5,13 @@ import math
 
 import pytest
 import torch
+from ganforge_plugins.phantom import FINDINGS, _render, render_phantoms
+from ganforge_plugins.phantom_analysis import CALIBRATION, THRESHOLDS, calibrated_thresholds, finding_scores
 from torch import nn
 
 from ganforge.classification import auroc
 from ganforge.lco import Classifier, LCOSettings, optimise_latents, parse_labels, random_views, summarise
 from ganforge.plugins import load_registry
-from ganforge_plugins.phantom import FINDINGS, _render, render_phantoms
-from ganforge_plugins.phantom_analysis import CALIBRATION, THRESHOLDS, calibrated_thresholds, finding_scores
 
 CPU = torch.device("cpu")
 R = 64

@@ -404,6 +404,9 @@ def _sample_lco(
     for row in rows:
         table.add_row(*row)
     _stdout().print(table)
+    for record in result.records:
+        if "warning" in record:
+            console.print(f"[yellow]{record['labels']}: {record['warning']}[/]")
     summary = {
         "generator": str(weights),
         "classifiers": [str(p) for p in classifier_paths],

@@ -36,6 +36,7 @@ from torch import nn
 
 from .errors import GanforgeError
 from .images import to_float, to_uint8
+from .kinds import Analyser
 
 NO_FINDING = "No Finding"
 
@@ -246,7 +247,7 @@ def summarise(
     classifiers: Sequence[Classifier],
     device: torch.device,
     judge: Classifier | None = None,
-    analyser: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    analyser: Analyser | None = None,
 ) -> dict[str, Any]:
     """The figures of one requested combination, recomputed from the accepted uint8 images."""
     names = classifiers[0].names
@@ -316,7 +317,7 @@ def build_archive(
     seed: int,
     device: torch.device,
     judge: Classifier | None = None,
-    analyser: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    analyser: Analyser | None = None,
     on_step: Callable[[str, int, LCOResult], None] | None = None,
 ) -> Archive:
     """Run LCO for each ``(combination, count)`` of ``plan`` (combination ``i`` draws from ``seed + i``)."""

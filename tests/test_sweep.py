@@ -116,7 +116,13 @@ def test_a_sweep_stopped_mid_row_resumes_that_row(tmp_path):
     assert process.wait(timeout=300) == 130
     stopped_at = RunDir(tmp_path / "T" / "plain").checkpoint_steps()[0]
     assert 0 < stopped_at < 40
-    assert json.loads((tmp_path / "T" / "sweep.json").read_text())["rows"]["plain"]["state"] == "interrupted"
+    state = json.loads((tmp_path / "T" / "sweep.json").read_text())
+    assert state["rows"]["plain"]["state"] == "interrupted"
+    state["rows"]["plain"]["state"] = "running"  # what a hard kill (SIGKILL, power loss) leaves behind
+    (tmp_path / "T" / "sweep.json").write_text(json.dumps(state))
+    from ganforge.sweep.results import collect
+
+    assert {r.name: r.state for r in collect(tmp_path / "T")}["plain"] == "unfinished"
     ganforge(tmp_path, "sweep", sweep, "--out", "T", "--steps", 40, "--only", "plain")
     log = (tmp_path / "T" / "logs" / "plain.log").read_text()
     assert "--resume" in log.splitlines()[-1] or any(

@@ -68,10 +68,11 @@ def collect(out: Path) -> list[RowResult]:
     state = _state(out)
     results = []
     for name, saved in state["rows"].items():
-        result = RowResult(
-            name, saved.get("state", "?"), paper=saved.get("paper", {}), message=saved.get("message", "")
-        )
         run = out / name
+        row_state = saved.get("state", "?")
+        if row_state in ("queued", "running") and (run / CONFIG_FILE).is_file():
+            row_state = "unfinished"  # started, not recorded as done: running now, or resumes on the next sweep
+        result = RowResult(name, row_state, paper=saved.get("paper", {}), message=saved.get("message", ""))
         if (run / CONFIG_FILE).is_file():
             result.columns = table2_columns(tomllib.loads((run / CONFIG_FILE).read_text(encoding="utf-8")))
         evals = [r for r in RunDir(run).read_metrics() if "eval" in r]

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import ModelConfig, NetworkConfig
-from .kinds import Connection, DiscriminatorInput, GeneratorHead
+from .config import Config, ModelConfig, NetworkConfig
+from .kinds import Connection, DiscriminatorInput, GeneratorHead, ImageDataset
 from .layers import Layers
 from .registry import Component, Registry, tag
 
@@ -143,4 +143,12 @@ def build_gan(model: ModelConfig, registry: Registry) -> GAN:
         build_generator(model, registry, connection),
         build_discriminator(model, registry, connection),
         connection,
+    )
+
+
+def build_dataset(config: Config, registry: Registry) -> ImageDataset:
+    """The config's whole dataset at the model's resolution and channels (``data.holdout`` not applied)."""
+    ref, model = config.data, config.model
+    return registry.build(
+        "dataset", ref.name, ref.params, resolution=model.resolution, image_channels=model.image_channels
     )

@@ -20,6 +20,7 @@ from torch import nn
 from .checkpoint import read_metadata, save_module
 from .config import ClassifierConfig, ClassifierTrainConfig
 from .errors import CheckpointError, DataError
+from .holdout import holdout_split
 from .images import to_float
 from .plugins import plugin_versions
 from .registry import Registry
@@ -37,13 +38,6 @@ def auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     ranks = ((last - counts + 1 + last) / 2)[inverse]  # tied scores share their average rank
     u = ranks[positives].sum() - n_pos * (n_pos + 1) / 2
     return float(u / (n_pos * n_neg))
-
-
-def holdout_split(n: int, holdout: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train indices, test indices) from a seeded permutation."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_test = max(1, round(n * holdout))
-    return order[n_test:], order[:n_test]
 
 
 def build_classifier(config: ClassifierConfig, registry: Registry, num_classes: int) -> nn.Module:

@@ -454,10 +454,9 @@ def phantom(out, count, resolution, seed, prevalence) -> None:
 def _real_images(real: Path, config, registry, resolution: int | None, channels: int | None):
     """``--real``: a config's dataset (its own resolution) or a folder read at the given resolution."""
     if config is not None:
-        ref, model = config.data, config.model
-        return registry.build(
-            "dataset", ref.name, ref.params, resolution=model.resolution, image_channels=model.image_channels
-        )
+        from .assembly import build_dataset
+
+        return build_dataset(config, registry)
     if resolution is None:
         raise click.UsageError("--real DIR needs --weights (or --resolution) to know the image size")
     return registry.build(
@@ -470,8 +469,12 @@ def _real_images(real: Path, config, registry, resolution: int | None, channels:
     "--weights", type=click.Path(dir_okay=False, path_type=Path), help="generator .safetensors to sample from"
 )
 @click.option("--fake", type=click.Path(file_okay=False, path_type=Path), help="or: a folder of generated images")
+@click.option("--real", type=click.Path(path_type=Path), help="a config (its dataset) or a folder of images")
 @click.option(
-    "--real", required=True, type=click.Path(path_type=Path), help="a config (its dataset) or a folder of images"
+    "--audit",
+    "audit_run",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="privacy audit of RUN: its generator vs its training and held-out images (see docs/privacy.md)",
 )
 @click.option(
     "-n",
@@ -479,7 +482,7 @@ def _real_images(real: Path, config, registry, resolution: int | None, channels:
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="images per set (0 = the whole real set)",
+    help="images per set (0 = the whole real set; with --audit, as many as the training images)",
 )
 @click.option(
     "--metrics", "metric_names", default="", help="comma-separated, e.g. fid,kid,ms_ssim [config's eval.metrics]"
@@ -491,6 +494,9 @@ def _real_images(real: Path, config, registry, resolution: int | None, channels:
 )
 @click.option("--resolution", type=int, help="image size when neither --weights nor a config gives one")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="write every figure here")
+@click.option("--pairs", type=click.IntRange(min=1), default=16, show_default=True, help="--audit: pairs drawn")
+@click.option("--space", "spaces", multiple=True, help="--audit: feature space, repeatable [pixels and inception]")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="--audit: output folder [RUN/audit]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--no-cache", is_flag=True, help="recompute the real set's features")
@@ -505,80 +511,183 @@ def evaluate(
     weights,
     fake,
     real,
+    audit_run,
     count,
     metric_names,
     inception_weights,
     resolution,
     json_out,
+    pairs,
+    spaces,
+    out,
     seed,
     device,
     no_cache,
     tstr,
     plugin_modules,
 ) -> None:
-    """Score generated images against real ones: FID, KID, precision/recall, MS-SSIM; or --tstr."""
+    """Score generated images against real ones: FID, KID, precision/recall, MS-SSIM; or --tstr, or --audit."""
     import json
-
-    import torch
 
     if tstr:
         _evaluate_tstr(real, fake, json_out, device)
         return
+    if (real is None) == (audit_run is None):
+        raise click.UsageError("give exactly one of --real and --audit")
+    if audit_run is not None:
+        weights = weights if weights is not None or fake is not None else audit_run / "generator_ema.safetensors"
+    if (weights is None) == (fake is None):
+        raise click.UsageError("give exactly one of --weights and --fake")
 
     from .checkpoint import atomic_write
     from .config import ComponentRef
     from .evaluation import EvalContext, as_record, run_metrics, subset
     from .inception import resolve_weights
-    from .sampling import generate, latents, load_generator
+    from .sampling import load_generator
     from .training import select_device
-
-    if (weights is None) == (fake is None):
-        raise click.UsageError("give exactly one of --weights and --fake")
 
     def registry_for(modules=()):
         return load_registry([*modules, *plugin_modules])
 
+    dev = select_device(device)
+    names = [name.strip() for name in metric_names.split(",") if name.strip()]
+    if audit_run is not None:
+        from .audit.run import audit_metrics
+
+        _evaluate_audit(
+            audit_run,
+            weights,
+            fake,
+            count,
+            audit_metrics(names, spaces),
+            registry_for,
+            pairs,
+            out,
+            json_out,
+            seed,
+            dev,
+            inception_weights,
+        )
+        return
     config, registry = load_config(real, registry_for) if real.suffix == ".toml" else (None, registry_for())
-    if metric_names:
-        refs = [ComponentRef(name=name.strip()) for name in metric_names.split(",") if name.strip()]
+    if names:
+        refs = [ComponentRef(name=name) for name in names]
     elif config is not None and config.eval.metrics:
         refs = config.eval.metrics
     else:
         refs = [ComponentRef(name="fid"), ComponentRef(name="ms_ssim")]
     for ref in refs:
         registry.get("metric", ref.name)  # unknown names fail before any work
-    dev = select_device(device)
     generator = channels = None
     if weights is not None:
         generator, gconfig = load_generator(weights, registry)
         resolution, channels = gconfig.model.resolution, gconfig.model.image_channels
     real_set = _real_images(real, config, registry, resolution, channels)
     real_text = real_set.description
-    resolution, channels = real_set.images.shape[-1], real_set.images.shape[1]
     real_images = subset(real_set.images, count, seed)
-    if generator is not None:
-        z = latents(len(real_images), generator.latent_dim, seed)
-        fake_images = torch.cat(list(generate(generator, z, 64, dev)))
-    else:
-        fake_images = registry.build(
-            "dataset", "image_folder", {"root": str(fake)}, resolution=resolution, image_channels=channels
-        ).images
-        fake_images = subset(fake_images, count or len(real_images), seed)
+    fake_images = _fake_images(generator, fake, count or len(real_images), seed, dev, registry, real_set.images.shape)
     ctx = EvalContext(real_images, fake_images, dev, resolve_weights(inception_weights), cache=not no_cache)
     results = run_metrics(refs, registry, ctx)
     record = as_record(results, ctx)
     record.update({"real": real_text, "fake": str(weights or fake)})
-
-    table = Table(title=f"{len(fake_images)} generated vs {len(real_images)} real, {resolution}×{resolution}")
-    for column in ("metric", "value", "protocol"):
-        table.add_column(column)
-    for result in results:
-        for key, value in result.values.items():
-            table.add_row(key, f"{value:.6g}", result.protocol)
-    _stdout().print(table)
+    resolution = real_images.shape[-1]
+    _stdout().print(
+        _results_table(results, f"{len(fake_images)} generated vs {len(real_images)} real, {resolution}×{resolution}")
+    )
     console.print(f"real: {real_text}" + (" (features from cache)" if record["real_features_cached"] else ""))
     if json_out is not None:
         atomic_write(json_out, json.dumps(record, indent=2) + "\n")
+
+
+def _fake_images(generator, folder: Path | None, count: int, seed: int, device, registry, real_shape):
+    """``count`` images of the generator (seeded latents), or up to ``count`` of a folder at the real images' size."""
+    import torch
+
+    from .evaluation import subset
+    from .sampling import sample_stream
+
+    if generator is not None:
+        return torch.cat(list(sample_stream(generator, count, seed, 64, device)))
+    images = registry.build(
+        "dataset", "image_folder", {"root": str(folder)}, resolution=real_shape[-1], image_channels=real_shape[1]
+    ).images
+    return subset(images, count, seed)
+
+
+def _results_table(results, title: str) -> Table:
+    table = Table(title=title)
+    for column in ("metric", "figure", "value", "protocol"):
+        table.add_column(column)
+    for result in results:
+        for n, (key, value) in enumerate(result.values.items()):  # name and protocol once per metric
+            table.add_row(result.name if n == 0 else "", key, f"{value:.6g}", result.protocol if n == 0 else "")
+        table.add_section()
+    return table
+
+
+def _evaluate_audit(
+    run: Path, weights, fake, count, metric_refs, registry_for, pairs, out, json_out, seed, device, inception_weights
+):
+    """``evaluate --audit RUN``: the privacy metrics and the closest pairs (ganforge.audit)."""
+    import json
+
+    from .audit.run import audit, run_split
+    from .checkpoint import atomic_write
+    from .errors import CheckpointError
+    from .inception import resolve_weights
+    from .rundir import CONFIG_FILE
+    from .sampling import load_generator
+
+    if not (run / CONFIG_FILE).is_file():
+        raise CheckpointError(f"--audit {run}: not a ganforge run (no {CONFIG_FILE})")
+    config, registry = load_config(run / CONFIG_FILE, registry_for)
+    split = run_split(run, config, registry)
+    generator = None
+    if weights is not None:
+        generator, gconfig = load_generator(weights, registry)
+        if gconfig.model.resolution != config.model.resolution:
+            raise CheckpointError(
+                f"{weights}: a {gconfig.model.resolution}px generator; run {run} trains at {config.model.resolution}px"
+            )
+    train = split.train.images
+    fake_images = _fake_images(generator, fake, count or len(train), seed, device, registry, train.shape)
+    out = out or run / "audit"
+    uses_inception = any(str(ref.params.get("space")) == "inception" for ref in metric_refs)
+    weights_file = (
+        resolve_weights(inception_weights or config.eval.inception_weights or None) if uses_inception else None
+    )
+    result = audit(
+        split,
+        fake_images,
+        registry,
+        out,
+        metrics=metric_refs,
+        pairs=pairs,
+        device=device,
+        inception_weights=weights_file,
+    )
+    result.record.update(
+        {
+            "run": str(run),
+            "fake": str(weights or fake),
+            "real": split.train.description,
+            "holdout": split.holdout.description,
+        }
+    )
+    title = (
+        f"privacy audit: {len(fake_images)} generated vs {len(train)} training, {len(split.holdout.images)} held out"
+    )
+    _stdout().print(_results_table(result.results, title))
+    flagged = [r.name for r in result.results if any(k.endswith("_flag") and v for k, v in r.values.items())]
+    path = json_out or out / "audit.json"
+    atomic_write(path, json.dumps(result.record, indent=2) + "\n")
+    console.print(f"figures: {path}; closest pairs: {', '.join(str(p) for p in result.pairs)}")
+    if flagged:
+        console.print(
+            f"[red]flagged[/]: {', '.join(flagged)}: look at the pairs (docs/privacy.md says how to read them)"
+        )
+    else:
+        console.print("no metric flagged copying; a passing audit is not a privacy guarantee (docs/privacy.md)")
 
 
 def _evaluate_tstr(config_path: Path, synthetic_dir: Path | None, json_out: Path | None, device: str) -> None:

@@ -48,6 +48,18 @@ class ComponentRef(BaseModel):
 Ref = Annotated[ComponentRef, BeforeValidator(_ref_from_shorthand)]
 
 
+class DataRef(ComponentRef):
+    """The dataset component plus what the core does with its images before training."""
+
+    holdout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="fraction of the images reserved (seeded) and never trained on: the privacy audit's "
+        "held-out real set, recorded in RUN/holdout.safetensors",
+    )
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -158,7 +170,9 @@ class Config(Strict):
     name: str = Field("experiment", description="run name; the default run directory is runs/<name>")
     plugins: list[str] = Field(default_factory=list, description="extra plugin modules to import")
     seed: int = Field(0, description="initial weights, data order, latents: a run is a function of its seed")
-    data: Ref = Field(description="dataset component: phantom (offline) or image_folder")
+    data: Annotated[DataRef, BeforeValidator(_ref_from_shorthand)] = Field(
+        description="dataset component: phantom (offline) or image_folder"
+    )
     model: ModelConfig
     loss: Ref = Field(description="adversarial loss component")
     optim: Ref = Field(description="optimizer for G and D")

@@ -11,6 +11,7 @@ of each set and all of them get the whole (:class:`~ganforge.distributed.Distrib
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ from . import inception
 from .cache import cache_root
 from .checkpoint import load_tensors, save_tensors
 from .distributed import Distributed
-from .errors import CheckpointError
+from .errors import CheckpointError, GanforgeError
 from .registry import Registry
+
+SIDES = ("real", "fake", "holdout")
 
 
 def cache_dir() -> Path:
@@ -49,7 +52,13 @@ def _read_cache(path: Path) -> torch.Tensor | None:
 
 @dataclass
 class EvalContext:
-    """Two uint8 image sets ``[N, C, R, R]`` and a memo of their features."""
+    """Uint8 image sets ``[N, C, R, R]`` and a memo of their features.
+
+    ``real`` are the real images (the training images, for the privacy audit), ``fake`` the
+    generated ones, ``holdout`` real images the generator never trained on (``data.holdout``;
+    ``None`` when there are none). ``registry`` lets a metric build the components it names
+    (e.g. a feature space); :func:`run_metrics` sets it.
+    """
 
     real: torch.Tensor
     fake: torch.Tensor
@@ -59,29 +68,48 @@ class EvalContext:
     cache: bool = True
     cache_hits: list[str] = field(default_factory=list)
     dist: Distributed = field(default_factory=Distributed)
-    _memo: dict[tuple[str, str, str], torch.Tensor] = field(default_factory=dict, repr=False)
+    holdout: torch.Tensor | None = None
+    registry: Registry | None = None
+    _memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
     _extractors: dict[tuple[str, str], torch.nn.Module] = field(default_factory=dict, repr=False)
 
+    def images(self, side: str) -> torch.Tensor:
+        """The ``"real"``, ``"fake"`` or ``"holdout"`` set; a missing held-out set is a clear error."""
+        if side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, not {side!r}")
+        images = getattr(self, side)
+        if images is None:
+            raise GanforgeError(
+                "this metric needs held-out real images: train with data.holdout > 0 "
+                "(e.g. --set data.holdout=0.1), then run `ganforge evaluate --audit RUN`"
+            )
+        return images
+
+    def memo(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per key and context: what several metrics share (features, distances)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
     def features(self, side: str, extractor: str, layer: str) -> torch.Tensor:
-        """``[N, D]`` float features of the ``"real"`` or ``"fake"`` set (real ones cached on disk)."""
-        key = (side, extractor, layer)
-        if key in self._memo:
-            return self._memo[key]
+        """``[N, D]`` float features of one set (real and held-out ones cached on disk)."""
+        return self.memo((side, extractor, layer), lambda: self._features(side, extractor, layer))
+
+    def _features(self, side: str, extractor: str, layer: str) -> torch.Tensor:
+        images = self.images(side)
         weights = self.inception_weights if extractor == "inception-v3-compat" else None
-        if side != "real" or not self.cache:
-            self._memo[key] = self._extract(self.fake if side == "fake" else self.real, extractor, layer, weights, side)
-            return self._memo[key]
+        if side == "fake" or not self.cache:
+            return self._extract(images, extractor, layer, weights, side)
         extractor_id = f"{extractor}-{layer}-{weights.stem if weights else 'download'}"
-        path = cache_dir() / f"{fingerprint(self.real)}-{extractor_id}.safetensors"
+        path = cache_dir() / f"{fingerprint(images)}-{extractor_id}.safetensors"
         cached = _read_cache(path)
         if self.dist.all(cached is not None):  # ranks agree, or they would wait in different collectives
-            self._memo[key] = cached
             self.cache_hits.append(side)
-        else:
-            self._memo[key] = self._extract(self.real, extractor, layer, weights, side)
-            if self.dist.is_main:
-                save_tensors(path, {"features": self._memo[key]}, {"extractor": extractor_id, "count": len(self.real)})
-        return self._memo[key]
+            return cached
+        features = self._extract(images, extractor, layer, weights, side)
+        if self.dist.is_main:
+            save_tensors(path, {"features": features}, {"extractor": extractor_id, "count": len(images)})
+        return features
 
     @torch.no_grad()
     def _extract(
@@ -118,11 +146,36 @@ class MetricResult:
 
 def run_metrics(refs: list[Any], registry: Registry, ctx: EvalContext) -> list[MetricResult]:
     """Build each named metric component and apply it to ``ctx``."""
+    if ctx.registry is None:
+        ctx.registry = registry
     results = []
-    for ref in refs:
+    for ref, label in zip(refs, metric_labels(refs)):
         metric = registry.build("metric", ref.name, ref.params)
-        results.append(MetricResult(ref.name, metric(ctx), metric.protocol(ctx)))
+        results.append(MetricResult(label, metric(ctx), metric.protocol(ctx)))
     return results
+
+
+def _short(value: Any) -> str:
+    """A parameter value for a label: a component by its name."""
+    if isinstance(value, Mapping):
+        return str(value.get("name", value))
+    return str(getattr(value, "name", value))
+
+
+def metric_labels(refs: Sequence[Any]) -> list[str]:
+    """Each metric's name; a name used twice gets the parameters that tell its uses apart,
+    e.g. ``data_copying[space=pixels]`` and ``data_copying[space=inception]``."""
+    labels = []
+    for n, ref in enumerate(refs):
+        twins = [other for other in refs if other.name == ref.name and other is not ref]
+        if not twins:
+            labels.append(ref.name)
+            continue
+        keys = sorted({*ref.params, *(k for t in twins for k in t.params)})
+        differing = [k for k in keys if any(_short(t.params.get(k)) != _short(ref.params.get(k)) for t in twins)]
+        text = ", ".join(f"{k}={_short(ref.params.get(k))}" for k in differing) or f"#{n + 1}"
+        labels.append(f"{ref.name}[{text}]")
+    return labels
 
 
 def as_record(results: list[MetricResult], ctx: EvalContext) -> dict[str, Any]:

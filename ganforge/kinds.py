@@ -20,6 +20,7 @@ shape ``[B, C, H, W]`` with ``C`` = 1 (grayscale) or 3.
 | ``metric``            | (none)                                | :class:`Metric`                          |
 | ``classifier``        | ``image_channels``, ``num_classes``   | ``nn.Module``: ``[B,C,R,R] -> [B,K]`` logits |
 | ``analyser``          | (none)                                | :class:`Analyser`                        |
+| ``feature_space``     | (none)                                | :class:`FeatureSpace`                    |
 
 ``layers`` is a :class:`ganforge.layers.Layers`: the one way components create convolutions, so
 the weight normalizations the config names (spectral norm, equalized learning rate, ...) reach
@@ -206,6 +207,24 @@ class Analyser(Protocol):
     def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
 
 
+@runtime_checkable
+class FeatureSpace(Protocol):
+    """Where the privacy metrics measure how close two images are (Euclidean distance of features).
+
+    ``space(ctx, side)`` gives ``[N, D]`` float features of ``ctx.images(side)``. ``views`` names
+    the transforms of a query image that are matched too, ``views[0]`` being the image as it is:
+    a generated image's distance to the training set is the smallest over its views, so a flipped
+    or shifted copy is still found. ``space(ctx, side, view=v)`` gives the features of view ``v``.
+    ``describe()`` goes into the metric's protocol line.
+    """
+
+    views: Sequence[str]
+
+    def __call__(self, ctx: EvalContext, side: str, view: int = 0) -> torch.Tensor: ...
+
+    def describe(self) -> str: ...
+
+
 KINDS: dict[str, str] = {
     "attention": "attention layer inserted after a block at chosen resolutions",
     "weight_norm": "reparametrization of every conv weight (spectral norm, equalized lr)",
@@ -220,4 +239,5 @@ KINDS: dict[str, str] = {
     "metric": "image-set metric",
     "classifier": "multi-label image classifier (latent class optimisation, train-on-synthetic evaluation)",
     "analyser": "findings measured from images without learning (a ground truth for latent class optimisation)",
+    "feature_space": "image features in which the privacy audit measures distances (Inception, pixels)",
 }

@@ -18,7 +18,7 @@ from .rundir import SAMPLES, RunDir
 PLOTS = "plots"
 
 
-def _save(figure: Figure, path: Path) -> Path:
+def save_figure(figure: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with replacing(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
@@ -58,7 +58,7 @@ def plot_run(run: str | Path) -> Path:
         ax.plot([s for s, _ in points], [v for _, v in points], marker="o")
         ax.set(title=label, xlabel="step")
     figure.suptitle(Path(run).name)
-    return _save(figure, Path(run) / PLOTS / "curves.png")
+    return save_figure(figure, Path(run) / PLOTS / "curves.png")
 
 
 def latest_samples(run: Path) -> Path | None:
@@ -81,7 +81,7 @@ def plot_sweep(out: Path, rows: Sequence[str]) -> list[Path]:
     ax.set(title="FID over training", xlabel="step", ylabel="FID")
     if ax.lines:
         ax.legend(fontsize="small")
-    written.append(_save(figure, out / "fid.png"))
+    written.append(save_figure(figure, out / "fid.png"))
 
     columns = min(4, max(1, len(runs)))
     lines = max(1, -(-len(runs) // columns))
@@ -92,7 +92,7 @@ def plot_sweep(out: Path, rows: Sequence[str]) -> list[Path]:
             ax.plot(*loss_series(records, key), label=label)
         ax.set(title=name, xlabel="step")
         ax.legend(fontsize="small")
-    written.append(_save(figure, out / "losses.png"))
+    written.append(save_figure(figure, out / "losses.png"))
 
     grids = [(name, latest_samples(out / name)) for name in runs]
     grids = [(name, path) for name, path in grids if path is not None]
@@ -108,5 +108,5 @@ def plot_sweep(out: Path, rows: Sequence[str]) -> list[Path]:
                 ax.imshow(image.convert("RGB"))
             ax.set_title(name if name == "real images" else f"{name}\n{path.stem.replace('_', ' ')}", fontsize="small")
             ax.axis("off")
-        written.append(_save(figure, out / "samples.png"))
+        written.append(save_figure(figure, out / "samples.png"))
     return written

@@ -35,16 +35,22 @@ def _config_rows(model: type[BaseModel], prefix: str = "") -> list[str]:
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation is not ComponentRef:
+        is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        if is_model and not issubclass(annotation, ComponentRef):
             rows += _config_rows(annotation, f"{key}.")
             continue
         text = str(annotation)
-        if "ComponentRef" in text:
+        if "ComponentRef" in text or is_model:
             kind = "list of components" if text.startswith("list") else "component"
         else:
             kind = _type(field)
         description = (field.description or "").replace("|", "\\|")
         rows.append(f"| `{key}` | `{kind.replace('|', 'or')}` | {_default(field)} | {description} |")
+        if is_model and annotation is not ComponentRef:  # a component with keys of the core's own
+            core = {k: f for k, f in annotation.model_fields.items() if k not in ComponentRef.model_fields}
+            for name, core_field in core.items():
+                text = (core_field.description or "").replace("|", "\\|")
+                rows.append(f"| `{key}.{name}` | `{_type(core_field)}` | {_default(core_field)} | {text} |")
     return rows
 
 

@@ -42,9 +42,22 @@ GENERATOR_BEST = "generator_best.safetensors"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 SAMPLES = "samples"
+HOLDOUT = "holdout.safetensors"  # which images data.holdout reserved (ganforge.holdout)
+AUDIT = "audit"  # what `ganforge evaluate --audit` writes
 STATE_KEY = "ganforge.train_state"
 _STEP_FILE = re.compile(r"^step_(\d+)\.safetensors$")
-ARTIFACTS = (CONFIG_FILE, GENERATOR, GENERATOR_EMA, DISCRIMINATOR, GENERATOR_BEST, METRICS, CHECKPOINTS, SAMPLES)
+ARTIFACTS = (
+    CONFIG_FILE,
+    GENERATOR,
+    GENERATOR_EMA,
+    DISCRIMINATOR,
+    GENERATOR_BEST,
+    METRICS,
+    CHECKPOINTS,
+    SAMPLES,
+    HOLDOUT,
+    AUDIT,
+)
 
 Warn = Callable[[str], None]
 

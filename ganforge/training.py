@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from . import __version__, inception
-from .assembly import GAN, build_gan
+from . import __version__, holdout, inception
+from .assembly import GAN, build_dataset, build_gan
 from .batches import DataOrder, Prefetcher
 from .checkpoint import atomic_write, load_state, optimizer_tensors, read_header, restore_optimizer, save_module
 from .config import Config, dump_toml
@@ -30,6 +30,7 @@ from .distributed import Distributed
 from .divergence import FiniteCheck, gradient_norm
 from .errors import CheckpointError, GanforgeError, Interrupted
 from .evaluation import EvalContext, as_record, run_metrics, subset
+from .holdout import Split
 from .images import save_grid, to_float, to_uint8
 from .interrupts import GracefulStop
 from .kinds import Growing, Growth, ImageDataset
@@ -42,6 +43,7 @@ from .rundir import (
     GENERATOR,
     GENERATOR_BEST,
     GENERATOR_EMA,
+    HOLDOUT,
     SAMPLES,
     STATE_KEY,
     Checkpoint,
@@ -169,6 +171,7 @@ class Trainer:
         self.checkpoint_step: int | None = None  # step of the newest complete checkpoint on disk
         self.best_fid: float | None = None
         self._data: ImageDataset | None = None
+        self.split: Split | None = None  # training part and held-out part, when data.holdout > 0
         self._reader: Prefetcher | None = None  # reads ahead when the set is too large for the device
         self.tensorboard: TensorBoard | None = None  # opened by fit() when train.tensorboard
 
@@ -180,10 +183,11 @@ class Trainer:
     @property
     def data(self) -> ImageDataset:
         if self._data is None:
-            ref, model = self.config.data, self.config.model
-            self._data = self.registry.build(
-                "dataset", ref.name, ref.params, resolution=model.resolution, image_channels=model.image_channels
-            )
+            ref = self.config.data
+            self._data = build_dataset(self.config, self.registry)
+            if ref.holdout > 0:  # the held-out images are never trained on; the privacy audit needs them
+                self.split = holdout.split(self._data, ref.holdout, self.config.seed)
+                self._data = self.split.train
             if len(self._data.images) < self.config.train.batch_size:
                 raise GanforgeError(
                     f"data: {len(self._data.images)} images is fewer than train.batch_size = "
@@ -416,7 +420,8 @@ class Trainer:
         mine = list(generate(self.G_ema, z, 64, self.device))
         fake = self.dist.gather(torch.cat(mine).cpu() if mine else torch.empty(0, 0, dtype=torch.uint8))
         weights = inception.resolve_weights(ev.inception_weights or None)
-        ctx = EvalContext(real, fake, self.device, weights, dist=self.dist)
+        held = self.split.holdout.images if self.split is not None else None
+        ctx = EvalContext(real, fake, self.device, weights, dist=self.dist, holdout=held)
         record = as_record(run_metrics(ev.metrics, self.registry, ctx), ctx)
         fid = next((values["fid"] for values in record["metrics"].values() if "fid" in values), None)
         best = fid is not None and (self.best_fid is None or fid < self.best_fid)
@@ -460,6 +465,8 @@ class Trainer:
         if self.dist.is_main:
             atomic_write(self.out / CONFIG_FILE, dump_toml(self.config))
         self.console.print(f"[bold]{self.config.name}[/]: data = {self.data.description}")
+        if self.split is not None and self.dist.is_main:
+            self._record_holdout(self.split)
         if isinstance(self.gan.connection, Growing):
             start, end = self.growth(self.step), self.growth(max(self.step, total_steps - 1))
             plan = f"growing {start.resolution}px → {end.resolution}px"
@@ -495,6 +502,14 @@ class Trainer:
                 if self.tensorboard is not None:
                     self.tensorboard.close()
                     self.tensorboard = None
+
+    def _record_holdout(self, split: Split) -> None:
+        """Write which images are held out; a resumed run must hold out the same ones."""
+        path = self.out / HOLDOUT
+        if not path.is_file():
+            holdout.record(path, split, self.config.data.holdout, self.config.seed)
+        elif not holdout.matches_record(path, split):
+            raise CheckpointError(f"{path}: this run held out other images than the config now does")
 
     def _loop(self, total_steps: int, evaluate: bool, stop: GracefulStop) -> None:
         train, ev = self.config.train, self.config.eval

@@ -32,7 +32,7 @@ def _features(ctx: EvalContext, p: FeatureParams) -> tuple[torch.Tensor, torch.T
     return ctx.features("real", p.extractor, p.layer), ctx.features("fake", p.extractor, p.layer)
 
 
-def _extractor_text(p: FeatureParams) -> str:
+def extractor_text(p: FeatureParams) -> str:
     return INCEPTION_PROTOCOL + f", {p.layer}-d" if p.extractor == "inception-v3-compat" else f"{p.extractor} {p.layer}"
 
 
@@ -50,7 +50,7 @@ class FID:
         return {"fid": fid_statistics_to_metric(stats[0], stats[1], verbose=False)["frechet_inception_distance"]}
 
     def protocol(self, ctx: EvalContext) -> str:
-        return f"FID, {_extractor_text(self.p)}, {len(ctx.real)} real vs {len(ctx.fake)} generated"
+        return f"FID, {extractor_text(self.p)}, {len(ctx.real)} real vs {len(ctx.fake)} generated"
 
 
 class KIDParams(FeatureParams):
@@ -87,7 +87,7 @@ class KID:
         return {"kid_mean": out["kernel_inception_distance_mean"], "kid_std": out["kernel_inception_distance_std"]}
 
     def protocol(self, ctx: EvalContext) -> str:
-        return f"KID, {_extractor_text(self.p)}, {self.p.subsets} subsets of {self.subset_size(ctx)}"
+        return f"KID, {extractor_text(self.p)}, {self.p.subsets} subsets of {self.subset_size(ctx)}"
 
 
 class PRParams(FeatureParams):
@@ -110,7 +110,7 @@ class PrecisionRecall:
         return {"precision": out["precision"], "recall": out["recall"], "f_score": out["f_score"]}
 
     def protocol(self, ctx: EvalContext) -> str:
-        return f"precision/recall, {_extractor_text(self.p)}, k = {self.p.neighborhood}"
+        return f"precision/recall, {extractor_text(self.p)}, k = {self.p.neighborhood}"
 
 
 # --------------------------------------------------------------------------- MS-SSIM

@@ -10,9 +10,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ganforge.classification import auroc, holdout_split, load_classifier
+from ganforge.classification import auroc, load_classifier
 from ganforge.cli import main
 from ganforge.errors import GanforgeError
+from ganforge.holdout import holdout_split
 from ganforge.lco import Classifier, LCOSettings, optimise_latents, parse_labels
 from ganforge.plugins import load_registry
 

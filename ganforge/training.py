@@ -186,6 +186,11 @@ class Trainer:
             ref = self.config.data
             self._data = build_dataset(self.config, self.registry)
             if ref.holdout > 0:  # the held-out images are never trained on; the privacy audit needs them
+                if self._data.images.numel() > DEVICE_DATA_LIMIT:
+                    raise GanforgeError(
+                        f"data.holdout: the dataset ({self._data.images.numel() / 2**30:.1f} GB) streams from disk "
+                        "and holding out part of it would copy the rest into memory; not supported yet"
+                    )
                 self.split = holdout.split(self._data, ref.holdout, self.config.seed)
                 self._data = self.split.train
             if len(self._data.images) < self.config.train.batch_size:

@@ -173,13 +173,16 @@ class NearCopies:
             "near_copy_expected": found.expected,
             "near_copy_radius": found.threshold,
             "near_copy_p": found.p_value,
-            "near_copy_flag": float(found.p_value < self.p.alpha),
+            "below_holdout_min": float(found.below_min),
+            "below_holdout_min_p": found.below_min_p,
+            "near_copy_flag": float(min(found.p_value, found.below_min_p) < self.p.alpha),
         }
 
     def protocol(self, ctx: EvalContext) -> str:
         return (
             f"near copies: generated images nearer to a training image than the {self.p.percentile:g}th percentile "
-            f"of held-out→training distances; one-sided binomial test, flagged at p < {self.p.alpha:g}; "
+            "of held-out→training distances, and nearer than every held-out image; one-sided binomial tests, "
+            f"flagged when either p < {self.p.alpha:g}; "
             f"{_space_text(ctx, self.p.space)}; {_counts(ctx)}"
         )
 

@@ -91,6 +91,18 @@ def test_near_copy_rate_threshold_and_binomial_p_by_hand():
         sum(math.comb(200, k) * 0.05**k * 0.95 ** (200 - k) for k in range(hits, 201))
     )
     assert found.p_value == pytest.approx(binom.sf(hits - 1, 200, 0.05))
+    below = int((fake < held.min()).sum())
+    assert found.below_min == below >= 30
+    assert found.below_min_p == pytest.approx(binom.sf(below - 1, 200, 1 / 201))
+
+
+def test_a_few_copies_among_fresh_images_are_flagged(phantom_split, registry, tmp_path):
+    copies, _ = planted(phantom_split.train.images)
+    fresh = render_phantoms(150, 32, seed=77)[0]
+    got = figures(
+        audit(phantom_split, torch.cat([fresh, copies[::16]]), registry, tmp_path, metrics=AUDIT[1:2]).results
+    )
+    assert got["below_holdout_min"] >= 10 and got["near_copy_flag"] == 1
 
 
 # --------------------------------------------------------------------------- planted copies

@@ -96,17 +96,33 @@ class NearCopies:
     threshold: float  # the held-out percentile, as a distance
     expected: float  # the rate a generator of fresh images gives: percentile / 100
     p_value: float  # one-sided binomial test of rate > expected
+    below_min: int  # generated images nearer than every held-out image
+    below_min_p: float  # one-sided binomial test against 1 / (held-out images + 1)
 
 
 def near_copies(fake_distances: torch.Tensor, held_distances: torch.Tensor, percentile: float) -> NearCopies:
-    """How many generated images are closer to the training set than nearly all fresh real images."""
+    """How many generated images are closer to the training set than nearly all fresh real images.
+
+    Two counts, each with a one-sided binomial test: below the ``percentile`` of the held-out
+    distances (a rate of near copies), and below the smallest held-out distance (a few copies in
+    many fresh images: a fresh image falls below the minimum of n exchangeable held-out ones with
+    probability 1 / (n + 1)).
+    """
     from scipy.stats import binomtest
 
+    n = len(fake_distances)
     threshold = float(torch.quantile(held_distances.double(), percentile / 100))
     hits = int((fake_distances < threshold).sum())
     expected = percentile / 100
-    p_value = binomtest(hits, len(fake_distances), expected, alternative="greater").pvalue
-    return NearCopies(hits / len(fake_distances), threshold, expected, float(p_value))
+    below_min = int((fake_distances < held_distances.min()).sum())
+    return NearCopies(
+        hits / n,
+        threshold,
+        expected,
+        float(binomtest(hits, n, expected, alternative="greater").pvalue),
+        below_min,
+        float(binomtest(below_min, n, 1 / (len(held_distances) + 1), alternative="greater").pvalue),
+    )
 
 
 def cosine_to_nearest(views: list[torch.Tensor], train: torch.Tensor) -> torch.Tensor:

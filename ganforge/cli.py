@@ -473,6 +473,7 @@ def _real_images(real: Path, config, registry, resolution: int | None, channels:
 @click.option(
     "--audit",
     "audit_run",
+    metavar="RUN",
     type=click.Path(file_okay=False, path_type=Path),
     help="privacy audit of RUN: its generator vs its training and held-out images (see docs/privacy.md)",
 )
@@ -534,14 +535,12 @@ def evaluate(
         return
     if (real is None) == (audit_run is None):
         raise click.UsageError("give exactly one of --real and --audit")
-    if audit_run is not None:
-        weights = weights if weights is not None or fake is not None else audit_run / "generator_ema.safetensors"
-    if (weights is None) == (fake is None):
-        raise click.UsageError("give exactly one of --weights and --fake")
+    if weights is not None and fake is not None or audit_run is None and weights is None and fake is None:
+        raise click.UsageError("give exactly one of --weights and --fake (--audit RUN: at most one)")
 
     from .checkpoint import atomic_write
     from .config import ComponentRef
-    from .evaluation import EvalContext, as_record, run_metrics, subset
+    from .evaluation import EvalContext, as_record, generated_set, run_metrics, subset
     from .inception import resolve_weights
     from .sampling import load_generator
     from .training import select_device
@@ -554,20 +553,9 @@ def evaluate(
     if audit_run is not None:
         from .audit.run import audit_metrics
 
-        _evaluate_audit(
-            audit_run,
-            weights,
-            fake,
-            count,
-            audit_metrics(names, spaces),
-            registry_for,
-            pairs,
-            out,
-            json_out,
-            seed,
-            dev,
-            inception_weights,
-        )
+        options = {"weights": weights, "fake": fake, "count": count, "pairs": pairs, "out": out, "seed": seed}
+        options.update(device=dev, inception_weights=inception_weights, cache=not no_cache)
+        _evaluate_audit(audit_run, audit_metrics(names, spaces), registry_for, json_out, **options)
         return
     config, registry = load_config(real, registry_for) if real.suffix == ".toml" else (None, registry_for())
     if names:
@@ -585,7 +573,7 @@ def evaluate(
     real_set = _real_images(real, config, registry, resolution, channels)
     real_text = real_set.description
     real_images = subset(real_set.images, count, seed)
-    fake_images = _fake_images(generator, fake, count or len(real_images), seed, dev, registry, real_set.images.shape)
+    fake_images = generated_set(generator, fake, count or len(real_images), seed, dev, registry, real_set.images.shape)
     ctx = EvalContext(real_images, fake_images, dev, resolve_weights(inception_weights), cache=not no_cache)
     results = run_metrics(refs, registry, ctx)
     record = as_record(results, ctx)
@@ -599,21 +587,6 @@ def evaluate(
         atomic_write(json_out, json.dumps(record, indent=2) + "\n")
 
 
-def _fake_images(generator, folder: Path | None, count: int, seed: int, device, registry, real_shape):
-    """``count`` images of the generator (seeded latents), or up to ``count`` of a folder at the real images' size."""
-    import torch
-
-    from .evaluation import subset
-    from .sampling import sample_stream
-
-    if generator is not None:
-        return torch.cat(list(sample_stream(generator, count, seed, 64, device)))
-    images = registry.build(
-        "dataset", "image_folder", {"root": str(folder)}, resolution=real_shape[-1], image_channels=real_shape[1]
-    ).images
-    return subset(images, count, seed)
-
-
 def _results_table(results, title: str) -> Table:
     table = Table(title=title)
     for column in ("metric", "figure", "value", "protocol"):
@@ -625,67 +598,25 @@ def _results_table(results, title: str) -> Table:
     return table
 
 
-def _evaluate_audit(
-    run: Path, weights, fake, count, metric_refs, registry_for, pairs, out, json_out, seed, device, inception_weights
-):
-    """``evaluate --audit RUN``: the privacy metrics and the closest pairs (ganforge.audit)."""
+def _evaluate_audit(run: Path, refs, registry_for, json_out: Path | None, **options) -> None:
+    """``evaluate --audit RUN``: print and save what :func:`ganforge.audit.run.audit_run` finds."""
     import json
 
-    from .audit.run import audit, run_split
+    from .audit.run import audit_run
     from .checkpoint import atomic_write
-    from .errors import CheckpointError
-    from .inception import resolve_weights
-    from .rundir import CONFIG_FILE
-    from .sampling import load_generator
 
-    if not (run / CONFIG_FILE).is_file():
-        raise CheckpointError(f"--audit {run}: not a ganforge run (no {CONFIG_FILE})")
-    config, registry = load_config(run / CONFIG_FILE, registry_for)
-    split = run_split(run, config, registry)
-    generator = None
-    if weights is not None:
-        generator, gconfig = load_generator(weights, registry)
-        if gconfig.model.resolution != config.model.resolution:
-            raise CheckpointError(
-                f"{weights}: a {gconfig.model.resolution}px generator; run {run} trains at {config.model.resolution}px"
-            )
-    train = split.train.images
-    fake_images = _fake_images(generator, fake, count or len(train), seed, device, registry, train.shape)
-    out = out or run / "audit"
-    uses_inception = any(str(ref.params.get("space")) == "inception" for ref in metric_refs)
-    weights_file = (
-        resolve_weights(inception_weights or config.eval.inception_weights or None) if uses_inception else None
-    )
-    result = audit(
-        split,
-        fake_images,
-        registry,
-        out,
-        metrics=metric_refs,
-        pairs=pairs,
-        device=device,
-        inception_weights=weights_file,
-    )
-    result.record.update(
-        {
-            "run": str(run),
-            "fake": str(weights or fake),
-            "real": split.train.description,
-            "holdout": split.holdout.description,
-        }
-    )
+    result = audit_run(run, registry_for, metrics=refs, **options)
+    record = result.record
     title = (
-        f"privacy audit: {len(fake_images)} generated vs {len(train)} training, {len(split.holdout.images)} held out"
+        f"privacy audit: {record['n_fake']} generated vs {record['n_real']} training, {record['n_holdout']} held out"
     )
     _stdout().print(_results_table(result.results, title))
-    flagged = [r.name for r in result.results if any(k.endswith("_flag") and v for k, v in r.values.items())]
-    path = json_out or out / "audit.json"
-    atomic_write(path, json.dumps(result.record, indent=2) + "\n")
+    path = json_out or result.out / "audit.json"
+    atomic_write(path, json.dumps(record, indent=2) + "\n")
     console.print(f"figures: {path}; closest pairs: {', '.join(str(p) for p in result.pairs)}")
-    if flagged:
-        console.print(
-            f"[red]flagged[/]: {', '.join(flagged)}: look at the pairs (docs/privacy.md says how to read them)"
-        )
+    if result.flagged:
+        flagged = ", ".join(result.flagged)
+        console.print(f"[red]flagged[/]: {flagged}: look at the pairs (docs/privacy.md says how to read them)")
     else:
         console.print("no metric flagged copying; a passing audit is not a privacy guarantee (docs/privacy.md)")
 

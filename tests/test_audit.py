@@ -270,3 +270,7 @@ def test_audit_of_a_run_without_holdout_exits_2(tmp_path, tiny_path):
     )
     result = CliRunner().invoke(main, ["evaluate", "--audit", str(run), "--space", "pixels"])
     assert result.exit_code == 2 and "data.holdout" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["evaluate", "--audit", str(run), "--space", "nosuch"])
+    assert result.exit_code == 2 and "nosuch" in result.output and "pixels" in result.output
+    result = CliRunner().invoke(main, ["evaluate", "--audit", str(tmp_path), "--space", "pixels"])
+    assert result.exit_code == 2 and "not a ganforge run" in result.output

@@ -9,7 +9,7 @@ each space are drawn, because a person must look at them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,11 +17,14 @@ from typing import Any
 import torch
 
 from ..assembly import build_dataset
-from ..config import ComponentRef, Config
-from ..evaluation import EvalContext, MetricResult, as_record, run_metrics
+from ..config import ComponentRef, Config, load_config
+from ..errors import CheckpointError
+from ..evaluation import EvalContext, MetricResult, as_record, generated_set, run_metrics
 from ..holdout import Split, recorded_split
+from ..inception import resolve_weights
 from ..registry import Registry
-from ..rundir import HOLDOUT
+from ..rundir import AUDIT, CONFIG_FILE, GENERATOR_EMA, HOLDOUT
+from ..sampling import load_generator
 from .distances import distances
 from .pairs import closest_pairs, save_pairs
 
@@ -42,8 +45,14 @@ def run_split(run: Path, config: Config, registry: Registry) -> Split:
 @dataclass
 class Audit:
     results: list[MetricResult]
-    record: dict[str, Any]
-    pairs: list[Path]
+    record: dict[str, Any]  # every figure and its protocol, as written to audit.json
+    pairs: list[Path]  # the pairs grid of each feature space
+    out: Path
+
+    @property
+    def flagged(self) -> list[str]:
+        """The metrics whose test flagged copying."""
+        return [r.name for r in self.results if any(k.endswith("_flag") and v for k, v in r.values.items())]
 
 
 def audit(
@@ -56,6 +65,7 @@ def audit(
     pairs: int = 16,
     device: torch.device | str = "cpu",
     inception_weights: Path | None = None,
+    cache: bool = True,
 ) -> Audit:
     """Score ``fake`` against the split, write ``out/pairs_<space>.png`` per feature space used."""
     ctx = EvalContext(
@@ -63,6 +73,7 @@ def audit(
         fake,
         torch.device(device),
         inception_weights,
+        cache=cache,
         holdout=split.holdout.images,
         registry=registry,
     )
@@ -80,8 +91,64 @@ def audit(
             f"5th percentile {torch.quantile(held.double(), 0.05):.4g}"
         )
         written.append(save_pairs(chosen, fake, split.train.images, out / f"pairs_{space.name}.png", title))
-    record["pairs"] = [str(p) for p in written]
-    return Audit(results, record, written)
+    record.update(
+        pairs=[str(p) for p in written], n_holdout=len(split.holdout.images), holdout=split.holdout.description
+    )
+    return Audit(results, record, written, out)
+
+
+def audit_run(
+    run: Path,
+    registry_for: Callable[..., Registry],
+    *,
+    weights: Path | None = None,
+    fake: Path | None = None,
+    count: int = 0,
+    seed: int = 0,
+    metrics: Sequence[ComponentRef] | None = None,
+    pairs: int = 16,
+    out: Path | None = None,
+    device: torch.device | str = "cpu",
+    inception_weights: Path | None = None,
+    cache: bool = True,
+) -> Audit:
+    """Audit a run: its recorded split, ``count`` images of its EMA generator (or ``weights``, or the
+    folder ``fake``; ``count`` 0 = as many as the training images), results in ``out`` [RUN/audit]."""
+    if not (run / CONFIG_FILE).is_file():
+        raise CheckpointError(f"--audit {run}: not a ganforge run (no {CONFIG_FILE})")
+    config, registry = load_config(run / CONFIG_FILE, registry_for)
+    refs = list(metrics) if metrics else audit_metrics()
+    spaces = _spaces(refs, registry)  # unknown metric or space names fail before any work
+    for space in spaces:
+        registry.get("feature_space", space.name)
+    uses_inception = any(space.name == "inception" for space in spaces)
+    split = run_split(run, config, registry)
+    generator = None
+    if fake is None:
+        weights = weights or run / GENERATOR_EMA
+        generator, trained = load_generator(weights, registry)
+        if trained.model.resolution != config.model.resolution:
+            raise CheckpointError(
+                f"{weights}: a {trained.model.resolution}px generator; run {run} trains at {config.model.resolution}px"
+            )
+    train = split.train.images
+    fake_images = generated_set(generator, fake, count or len(train), seed, torch.device(device), registry, train.shape)
+    weights_file = (
+        resolve_weights(inception_weights or config.eval.inception_weights or None) if uses_inception else None
+    )
+    result = audit(
+        split,
+        fake_images,
+        registry,
+        out or run / AUDIT,
+        metrics=refs,
+        pairs=pairs,
+        device=device,
+        inception_weights=weights_file,
+        cache=cache,
+    )
+    result.record.update(run=str(run), fake=str(fake or weights), real=split.train.description)
+    return result
 
 
 def _spaces(refs: Sequence[ComponentRef], registry: Registry) -> list[ComponentRef]:

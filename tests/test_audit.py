@@ -2,6 +2,9 @@
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from PIL import Image
 from pool_features import POOL
 from scipy.stats import binom, mannwhitneyu, norm
 
+from ganforge.audit.controls import planted_copies
 from ganforge.audit.neighbours import kmeans, nearest, nearest_of_views
 from ganforge.audit.run import audit
 from ganforge.audit.statistics import average_ranks, mann_whitney_u, near_copies, u_z_score
@@ -116,16 +120,7 @@ def phantom_split():
 
 
 def planted(train: torch.Tensor, n: int = 160) -> tuple[torch.Tensor, torch.Tensor]:
-    """(copies, source index of each): exact, mirrored, lightly noised and shifted-by-one training images."""
-    g = torch.Generator().manual_seed(7)
-    sources = torch.randperm(len(train), generator=g)[:n]
-    copies = train[sources].clone()
-    quarter = n // 4
-    copies[quarter : 2 * quarter] = copies[quarter : 2 * quarter].flip(-1)
-    noise = torch.randint(-3, 4, copies[2 * quarter : 3 * quarter].shape, generator=g)
-    copies[2 * quarter : 3 * quarter] = (copies[2 * quarter : 3 * quarter].int() + noise).clamp(0, 255).to(torch.uint8)
-    copies[3 * quarter :, ..., 1:] = train[sources[3 * quarter :], ..., :-1]  # one pixel right, edge repeated
-    return copies, sources
+    return planted_copies(train, n, seed=7)
 
 
 AUDIT = [
@@ -252,6 +247,17 @@ def test_build_records_its_holdout_and_the_audit_uses_it(tmp_path):
     assert saved["n_real"] == 72 and saved["n_fake"] == 40 and "24 held out" in result.output
     assert set(saved["metrics"]) == {"data_copying", "near_copies", "memorization"}
     assert (run / "audit" / "pairs_pixels.png").is_file()
+
+    # the positive control: copies of the run's training images, written as PNGs, are flagged
+    planted_dir = tmp_path / "planted"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "plant_copies.py"
+    subprocess.run([sys.executable, str(script), str(run), str(planted_dir), "-n", "40"], check=True)
+    sources = (planted_dir / "sources.csv").read_text().splitlines()
+    assert len(sources) == 41 and sources[1].endswith(",exact") and sources[-1].endswith(",shifted")
+    result = runner.invoke(main, ["evaluate", "--audit", str(run), "--space", "pixels", "--fake", str(planted_dir)])
+    assert result.exit_code == 0 and "flagged" in result.output
+    figures_ = json.loads((run / "audit" / "audit.json").read_text())["metrics"]
+    assert figures_["near_copies"]["near_copy_flag"] == 1 and figures_["data_copying"]["copying_flag"] == 1
 
     # the dataset changed since training: the audit refuses instead of auditing the wrong images
     result = runner.invoke(main, ["evaluate", "--audit", str(run), "--space", "pixels"])

@@ -34,7 +34,7 @@ from ganforge.config import load_config
 from ganforge.evaluation import EvalContext
 from ganforge.inception import resolve_weights
 from ganforge.plugins import load_registry
-from ganforge.precision import cpu_has_native_bf16, hardware_summary
+from ganforge.precision import cpu_has_native_bf16, hardware_summary, resolve
 from ganforge.sampling import generate, latents
 from ganforge.training import Trainer
 
@@ -185,6 +185,10 @@ def main() -> int:
     best = min((t, m) for (n, m), t in times.items() if n == plain)
     speedup = times[plain, "fp32"] / best[0]
     print(f"{plain}: fastest mode {best[1]}: {speedup:.2f}x the fp32 step (target ≥ 3x where bf16 is native)")
+    auto = resolve("auto", device)
+    if (plain, auto) in times:
+        default = times[plain, "fp32"] / times[plain, auto]
+        print(f"{plain}: default precision (auto = {auto} here): {default:.2f}x the fp32 step (target: never slower)")
     with tempfile.TemporaryDirectory() as folder:
         trainer = trainer_for(configs[attention][0], common, device, Path(folder))
         speeds = evaluation_speed(trainer, args.eval_images)

@@ -1,9 +1,10 @@
 """Numeric precision and memory layout of training: one small object the trainer asks, not a set of flags.
 
-``precision = "auto"`` (the default) is bf16 autocast where the hardware computes bf16 natively (CUDA
-GPUs that support it; CPUs with AVX-512-BF16 or AMX) and fp32 everywhere else: on a CPU with only
-AVX2, bf16 autocast sends convolutions to a slow fallback path (measured 77× slower than fp32), so
-no single precision is right on every machine. Parameters, optimizer state, losses, the EMA and
+``precision = "auto"`` (the default) is bf16 autocast where the hardware computes bf16 fast (CUDA
+GPUs that support it; CPUs with AMX) and fp32 everywhere else. No single precision is right on
+every machine: on a CPU with only AVX2, bf16 autocast sends convolutions to a slow fallback path
+(measured 77× slower than fp32); on one with AVX-512-BF16 but no AMX, the full-width MSG-GAN step
+was 1.5× slower in bf16 than in fp32 (docs/performance.md). Parameters, optimizer state, losses, the EMA and
 spectral norm's power iteration stay fp32 in every mode; fp16 adds a gradient scaler per network.
 """
 
@@ -22,17 +23,24 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def cpu_has_native_bf16() -> bool:
-    """AVX-512-BF16 or AMX: the CPU computes bf16 matrix products in hardware."""
-    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        check = getattr(torch.cpu, probe, None)
-        if check is not None and check():
-            return True
+def _cpu_flag(probe: str, flag: str) -> bool:
+    check = getattr(torch.cpu, probe, None)
+    if check is not None and check():
+        return True
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        return f" {flag}" in Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX-512-BF16 or AMX: the CPU has bf16 instructions (bf16 autocast is not emulated)."""
+    return cpu_has_amx() or _cpu_flag("_is_avx512_bf16_supported", "avx512_bf16")
+
+
+def cpu_has_amx() -> bool:
+    """AMX tile units: bf16 matrix products several times faster than fp32 (Sapphire Rapids and later)."""
+    return _cpu_flag("_is_amx_tile_supported", "amx_bf16")
 
 
 def resolve(precision: str, device: torch.device) -> str:
@@ -42,7 +50,7 @@ def resolve(precision: str, device: torch.device) -> str:
     if precision == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+        return "bf16" if device.type == "cpu" and cpu_has_amx() else "fp32"
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise GanforgeError("train.precision = 'bf16': this GPU has no bf16 support (use 'fp16' or 'fp32')")
     return precision
@@ -50,7 +58,8 @@ def resolve(precision: str, device: torch.device) -> str:
 
 def hardware_summary(device: torch.device | None = None) -> str:
     """One line for benchmark tables: the CPU's instruction set and bf16 support, the GPU's name."""
-    cpu = f"CPU {torch.backends.cpu.get_cpu_capability()}, native bf16: {'yes' if cpu_has_native_bf16() else 'no'}"
+    bf16 = "AMX" if cpu_has_amx() else "AVX-512-BF16, no AMX" if cpu_has_native_bf16() else "no"
+    cpu = f"CPU {torch.backends.cpu.get_cpu_capability()}, native bf16: {bf16}"
     cpu += f", {torch.get_num_threads()} threads"
     if torch.cuda.is_available():
         return f"{cpu}; GPU {torch.cuda.get_device_name(device)}"

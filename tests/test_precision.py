@@ -21,11 +21,15 @@ def first_step(config, registry, tmp_path, **train):
     return image, float(loss_d), float(loss_g), trainer
 
 
-def test_auto_is_bf16_only_where_the_cpu_has_it(monkeypatch):
+def test_auto_is_bf16_only_where_the_cpu_has_amx(monkeypatch):
     cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "cpu_has_amx", lambda: False)
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert precision.resolve("auto", cpu) == "fp32"  # AVX2: bf16 autocast would be ~77x slower
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.resolve("auto", cpu) == "fp32"  # AVX-512-BF16 without AMX: MSG-GAN 1.5x slower in bf16
+    assert "AVX-512-BF16, no AMX" in precision.hardware_summary()
+    monkeypatch.setattr(precision, "cpu_has_amx", lambda: True)
     assert precision.resolve("auto", cpu) == "bf16"
     assert precision.resolve("fp16", cpu) == "fp16" and precision.resolve("fp32", cpu) == "fp32"
     with pytest.raises(GanforgeError, match="'fp8' is not one of"):

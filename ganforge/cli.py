@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .config import load_config
@@ -593,7 +594,8 @@ def _results_table(results, title: str) -> Table:
         table.add_column(column)
     for result in results:
         for n, (key, value) in enumerate(result.values.items()):  # name and protocol once per metric
-            table.add_row(result.name if n == 0 else "", key, f"{value:.6g}", result.protocol if n == 0 else "")
+            name, protocol = (escape(result.name), escape(result.protocol)) if n == 0 else ("", "")
+            table.add_row(name, key, f"{value:.6g}", protocol)  # escaped: "near_copies[space=pixels]" is no markup
         table.add_section()
     return table
 
@@ -615,7 +617,7 @@ def _evaluate_audit(run: Path, refs, registry_for, json_out: Path | None, **opti
     atomic_write(path, json.dumps(record, indent=2) + "\n")
     console.print(f"figures: {path}; closest pairs: {', '.join(str(p) for p in result.pairs)}")
     if result.flagged:
-        flagged = ", ".join(result.flagged)
+        flagged = escape(", ".join(result.flagged))
         console.print(f"[red]flagged[/]: {flagged}: look at the pairs (docs/privacy.md says how to read them)")
     else:
         console.print("no metric flagged copying; a passing audit is not a privacy guarantee (docs/privacy.md)")

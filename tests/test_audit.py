@@ -280,3 +280,15 @@ def test_audit_of_a_run_without_holdout_exits_2(tmp_path, tiny_path):
     assert result.exit_code == 2 and "nosuch" in result.output and "pixels" in result.output
     result = CliRunner().invoke(main, ["evaluate", "--audit", str(tmp_path), "--space", "pixels"])
     assert result.exit_code == 2 and "not a ganforge run" in result.output
+
+
+def test_results_table_prints_labels_with_brackets_verbatim():
+    from rich.console import Console
+
+    from ganforge.cli import _results_table
+    from ganforge.evaluation import MetricResult
+
+    console = Console(record=True, width=200)
+    console.print(_results_table([MetricResult("near_copies[space=pixels]", {"near_copy_rate": 0.5}, "[b]x")], "t"))
+    text = console.export_text()
+    assert "near_copies[space=pixels]" in text and "[b]x" in text

@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/ganforge build examples/demo.toml --out runs/demo --overwrite
 	$(BIN)/ganforge sample --weights runs/demo/generator_ema.safetensors -n 16 --seed 1 \
 		--out runs/demo/samples_png --grid runs/demo/samples_grid.png
-	$(BIN)/ganforge evaluate --audit runs/demo -n 512
+	$(BIN)/ganforge evaluate --audit runs/demo --space pixels -n 512
 	@echo "demo: weights in runs/demo/, training grids in runs/demo/samples/, samples in runs/demo/samples_png/, audit in runs/demo/audit/"
 
 # Lint, the test suite, then the docs site (strict: a broken link or reference fails the build).

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from rich.progress import track
 from torch import nn
 
 from .checkpoint import read_metadata, save_module
@@ -23,6 +22,7 @@ from .errors import CheckpointError, DataError
 from .holdout import holdout_split
 from .images import to_float
 from .plugins import plugin_versions
+from .progress import progress
 from .registry import Registry
 from .weights import load_model
 
@@ -63,7 +63,7 @@ def fit(
     steps_per_epoch = max(1, len(images) // train.batch_size)
     total = max(1, math.ceil(train.epochs * steps_per_epoch))
     order = torch.empty(0, dtype=torch.long)
-    for _ in track(range(total), description=f"training {description}", transient=True):
+    for _ in progress(range(total), f"training {description}"):
         if len(order) < train.batch_size:
             order = torch.cat([order, torch.randperm(len(images), generator=g)])
         index, order = order[: train.batch_size], order[train.batch_size :]

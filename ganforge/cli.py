@@ -320,7 +320,7 @@ def sample(
         )
         return
     stream = sample_stream(generator, count, seed, batch_size, select_device(device))
-    first = write_samples(stream, count, out, console)
+    first = write_samples(stream, count, out)
     if grid is not None:
         shown = f"the first {GRID_LIMIT} of " if count > GRID_LIMIT else ""
         save_grid(first, grid, f"{weights.name}: {shown}{count} samples, seed {seed}")

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import track
 
 from . import inception
 from .cache import cache_root
 from .checkpoint import load_tensors, save_tensors
 from .distributed import Distributed
 from .errors import CheckpointError, GanforgeError
+from .progress import progress
 from .registry import Registry
 
 SIDES = ("real", "fake", "holdout")
@@ -121,8 +121,7 @@ class EvalContext:
         images = images[self.dist.span(len(images))]
         chunks = []
         batches = range(0, len(images), self.batch_size)
-        progress = track(batches, f"{extractor} features ({side})", transient=True, disable=not self.dist.is_main)
-        for start in progress:
+        for start in progress(batches, f"{extractor} features ({side})", show=self.dist.is_main):
             batch = images[start : start + self.batch_size].to(self.device)
             if batch.shape[1] == 1:  # grayscale: replicate to RGB only here, inside the metric adapter
                 batch = batch.repeat(1, 3, 1, 1)

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import track
 
 from .checkpoint import atomic_write
 from .errors import GanforgeError
 from .images import encode_png, save_png
 from .kinds import ImageDataset
+from .progress import progress
 
 NO_FINDING = "No Finding"
 GRID_LIMIT = 64
@@ -30,9 +29,7 @@ def _size(n: float) -> str:
     raise AssertionError  # pragma: no cover
 
 
-def write_samples(
-    batches: Iterator[torch.Tensor], count: int, out: str | Path, console: Console | None = None
-) -> torch.Tensor:
+def write_samples(batches: Iterator[torch.Tensor], count: int, out: str | Path) -> torch.Tensor:
     """Write ``count`` images from ``batches`` as ``out/sample_00000.png``, …; return the first ``GRID_LIMIT``.
 
     Before any file is written, the PNG size of the first batch times ``count`` is compared with the
@@ -41,7 +38,7 @@ def write_samples(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     kept, written = [], 0
-    for batch in track(batches, total=None, description="sampling", console=console, transient=True):
+    for batch in progress(batches, "sampling"):
         encoded = [encode_png(image) for image in batch]
         if written == 0:
             need, free = count * sum(map(len, encoded)) / len(encoded), shutil.disk_usage(out).free
@@ -73,7 +70,7 @@ def write_dataset(
     out = Path(out)
     rows = []
     labels = dataset.labels.tolist() if dataset.labels is not None else [[] for _ in dataset.images]
-    for index in track(range(len(dataset.images)), description="writing PNGs", transient=True):
+    for index in progress(range(len(dataset.images)), "writing PNGs"):
         name = f"{prefix}_{index:06d}.png"
         save_png(dataset.images[index], out / "images" / name)
         findings = [n for n, on in zip(dataset.label_names, labels[index]) if on]

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
-from rich.progress import track
 
 from ganforge import hookimpl
 from ganforge.cache import cache_root
 from ganforge.checkpoint import replacing
 from ganforge.errors import DataError
 from ganforge.kinds import ImageSet
+from ganforge.progress import progress
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
 DECODER_VERSION = 1  # bump when read_image changes what it produces: old caches are then not used
@@ -207,7 +207,7 @@ def _decode_into(out: np.ndarray, files: list[Path], decode: Callable[[Path], np
     """Decode ``files`` into the rows of ``out`` (threads: PIL and pydicom release the GIL)."""
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         jobs = pool.map(decode, files)
-        for index, array in enumerate(track(jobs, total=len(files), description=f"decoding {name}", transient=True)):
+        for index, array in enumerate(progress(jobs, f"decoding {name}", total=len(files))):
             out[index] = array
 
 

@@ -172,6 +172,7 @@ def build(
         if resume is not None:
             trainer.resume(resume)
         trainer.fit(trainer.total_steps(steps, epochs), evaluate=not no_eval)
+        trainer.dist.barrier()  # no rank tears the process group down while another still uses it
     except Interrupted as exc:
         if not trainer.dist.is_main:
             sys.exit(exc.exit_code)

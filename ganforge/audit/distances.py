@@ -42,9 +42,14 @@ class Distances:
         return self._held
 
 
+def space_key(space: ComponentRef) -> str:
+    """One string per feature space and parameters: spaces named alike with other parameters differ."""
+    return f"{space.name}{sorted(space.params.items())!r}"
+
+
 def distances(ctx: EvalContext, space: ComponentRef) -> Distances:
     """The distances in the feature space ``space`` names, shared by every metric of ``ctx``."""
     if ctx.registry is None:
         raise ValueError("the privacy metrics need ctx.registry to build their feature space")
-    key = ("distances", space.name, repr(sorted(space.params.items())))
+    key = ("distances", space_key(space))
     return ctx.memo(key, lambda: Distances(ctx, ctx.registry.build("feature_space", space.name, space.params)))

@@ -25,7 +25,7 @@ from ..inception import resolve_weights
 from ..registry import Registry
 from ..rundir import AUDIT, CONFIG_FILE, GENERATOR_EMA, HOLDOUT
 from ..sampling import load_generator
-from .distances import distances
+from .distances import distances, space_key
 from .pairs import closest_pairs, save_pairs
 
 AUDIT_METRICS = ("data_copying", "near_copies", "memorization")
@@ -158,5 +158,5 @@ def _spaces(refs: Sequence[ComponentRef], registry: Registry) -> list[ComponentR
         params = registry.get("metric", ref.name).validate(ref.params)
         space = getattr(params, "space", None)
         if isinstance(space, ComponentRef):
-            spaces.setdefault(f"{space.name}{sorted(space.params.items())}", space)
+            spaces.setdefault(space_key(space), space)
     return list(spaces.values())

@@ -53,7 +53,6 @@ def u_z_score(u: float, m: int, n: int) -> float:
 class CopyingTest:
     ct: float  # Meehan et al.'s C_T: ≪ 0 copying, ≫ 0 underfitting, ≈ 0 neither
     cells: int  # cells with enough generated and held-out images to enter C_T
-    skipped: int  # cells left out (too few images)
     lowest_z: float  # the most copying-like cell's z-score
 
 
@@ -87,7 +86,7 @@ def data_copying(
             f"data copying: no cell holds {min_per_cell} generated and {min_per_cell} held-out images; "
             "use more images, fewer cells or a lower min_per_cell"
         )
-    return CopyingTest(weighted / weights, used, len(centroids) - used, lowest)
+    return CopyingTest(weighted / weights, used, lowest)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The ``ganforge`` command line: build, sample (incl. latent class optimisation), evaluate, classify, plugins."""
+"""The ``ganforge`` command line: build, sample (incl. latent class optimisation), evaluate, classify, sweep,
+reader studies, plugins."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .errors import CheckpointError, GanforgeError, Interrupted
 from .images import save_grid
 from .inception import WEIGHTS_ENV
 from .plugins import load_registry
+from .reader_study.cli import reader_study
 
 console = Console(stderr=True)
 
@@ -796,6 +798,8 @@ def plugins(modules, markdown, bundled) -> None:
         table.add_row(component.kind, component.name, component.plugin, component.description, params)
     _stdout().print(table)
 
+
+main.add_command(reader_study)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -30,7 +30,7 @@ every layer, attention included, without the component knowing which they are.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
@@ -172,12 +172,17 @@ class ImageDataset(Protocol):
 
 @dataclass
 class ImageSet:
-    """A ready-made :class:`ImageDataset`: what dataset components usually return."""
+    """A ready-made :class:`ImageDataset`: what dataset components usually return.
+
+    ``names`` are the images' file names (relative to the dataset folder) when they were read from
+    files, so that a result can be traced back to its source (a reader study's key names them).
+    """
 
     images: torch.Tensor
     labels: torch.Tensor | None
     label_names: list[str]
     description: str
+    names: list[str] = field(default_factory=list)
 
 
 @runtime_checkable

@@ -21,6 +21,7 @@ import csv
 import hashlib
 import json
 import os
+import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -162,6 +163,8 @@ class ImageFolderParams(BaseModel):
     exclude: list[str] = Field(default_factory=lambda: ["masks"], description="sub-folder names to skip")
     fit: Literal["center_crop", "stretch"] = "center_crop"
     limit: int = Field(0, ge=0, description="use at most this many images (0 = all)")
+    sample: int = Field(0, ge=0, description="a random subset of this many images, only these decoded (0 = all)")
+    seed: int = Field(0, description="the seed of `sample`'s subset")
     cache: bool = Field(True, description="decode once into a memory-mapped array on disk (streams large sets)")
 
 
@@ -186,6 +189,9 @@ def image_folder(*, resolution: int, image_channels: int, **params) -> ImageSet:
         files, findings = [files[i] for i in keep], [findings[i] for i in keep]
     if p["limit"]:
         files, findings = files[: p["limit"]], findings[: p["limit"]]
+    if 0 < p["sample"] < len(files):
+        keep = sorted(random.Random(p["seed"]).sample(range(len(files)), p["sample"]))
+        files, findings = [files[i] for i in keep], [findings[i] for i in keep] if findings else []
     if not files:
         raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
 
@@ -200,7 +206,8 @@ def image_folder(*, resolution: int, image_channels: int, **params) -> ImageSet:
     if findings:
         labels = torch.tensor([[float(n in fs) for n in names] for fs in findings])
     description = f"image folder {root}: {len(files)} images, {resolution}×{resolution}"
-    return ImageSet(images, labels, names if findings else [], description)
+    file_names = [path.relative_to(root).as_posix() for path in files]
+    return ImageSet(images, labels, names if findings else [], description, file_names)
 
 
 def _decode_into(out: np.ndarray, files: list[Path], decode: Callable[[Path], np.ndarray], name: str) -> None:

@@ -84,3 +84,30 @@ def tiny_path(tmp_path: Path) -> Path:
 def tiny(tiny_path: Path):
     """(config, registry) of the tiny experiment."""
     return load_config(tiny_path, load_registry)
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tmp_path_factory) -> Path:
+    """The EMA generator weights of a 2-step tiny run (16×16 grayscale)."""
+    from click.testing import CliRunner
+
+    from ganforge.cli import main
+
+    folder = tmp_path_factory.mktemp("tiny_generator")
+    args = ["build", str(write_tiny(folder)), "--out", str(folder / "run"), "--steps", "2", "--no-eval"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return folder / "run" / "generator_ema.safetensors"
+
+
+@pytest.fixture(scope="session")
+def phantom_folder(tmp_path_factory) -> Path:
+    """60 labelled 16×16 phantoms as ``ganforge phantom`` writes them (images/ + labels.csv)."""
+    from click.testing import CliRunner
+
+    from ganforge.cli import main
+
+    folder = tmp_path_factory.mktemp("phantom") / "real"
+    result = CliRunner().invoke(main, ["phantom", "--out", str(folder), "-n", "60", "--resolution", "16"])
+    assert result.exit_code == 0, result.output
+    return folder

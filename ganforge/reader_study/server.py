@@ -1,0 +1,223 @@
+"""The reading web app (Starlette): one image at a time, answers into the study's SQLite store.
+
+What the browser can get, and nothing else:
+
+- ``/``, ``/reader.js``, ``/reader.css``: the page (the sign-in form and the viewer; no study data);
+- ``POST /api/session`` with a reader's code: sets an HttpOnly cookie holding it;
+- ``GET /api/state``: the reader's progress and current image id (``?position=k`` revisits an
+  answered one where changes are allowed); ``POST /api/answer``; ``POST /api/logout``;
+- ``GET /api/image/{id}``: the PNG of an image the reader has reached.
+
+Every ``/api`` request needs a valid code (cookie or ``X-Reader-Code`` header). Image ids are
+looked up in the manifest, never joined into a path from the request, so nothing outside
+``STUDY/images`` can be served. The key is never read by the app: no response can hold it, and
+no response depends on an image's source.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from importlib import resources
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .store import AnswerRefused, Reader, Store
+from .study import Study
+
+COOKIE = "ganforge_reader"
+CODE_HEADER = "x-reader-code"
+SECURITY_HEADERS = {
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "content-security-policy": "default-src 'self'; img-src 'self'; frame-ancestors 'none'",
+}
+STATIC = {
+    "/": ("index.html", "text/html"),
+    "/reader.js": ("reader.js", "text/javascript"),
+    "/reader.css": ("reader.css", "text/css"),
+}
+
+
+class SecurityHeaders:
+    """Adds ``SECURITY_HEADERS`` to every response (no caching: a shared computer keeps no images)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + [
+                    (k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class ReadingApp:
+    """The endpoints, bound to one study and its store."""
+
+    def __init__(self, study: Study):
+        self.study = study
+        self.settings = study.manifest.settings
+        self.store = Store(study.answers_path)
+        self.pages = {
+            path: (resources.files(__package__).joinpath("static", name).read_bytes(), media)
+            for path, (name, media) in STATIC.items()
+        }
+
+    def asgi(self) -> ASGIApp:
+        routes = [Route(path, self.page) for path in STATIC]
+        routes += [
+            Route("/api/session", self.sign_in, methods=["POST"]),
+            Route("/api/logout", self.sign_out, methods=["POST"]),
+            Route("/api/state", self.state),
+            Route("/api/answer", self.answer, methods=["POST"]),
+            Route("/api/image/{item}", self.image),
+        ]
+        return SecurityHeaders(Starlette(routes=routes))
+
+    def _reader(self, request: Request) -> Reader | None:
+        code = request.headers.get(CODE_HEADER) or request.cookies.get(COOKIE)
+        return self.store.reader(code) if code else None
+
+    async def page(self, request: Request) -> Response:
+        content, media = self.pages[request.url.path]
+        return Response(content, media_type=media)
+
+    async def sign_in(self, request: Request) -> Response:
+        body = await _json(request)
+        code = body.get("code") if isinstance(body, dict) else None
+        reader = self.store.reader(code) if isinstance(code, str) else None
+        if reader is None:
+            return _error("unknown session code", 401)
+        response = JSONResponse({"reader": reader.name})
+        response.set_cookie(COOKIE, code, httponly=True, samesite="strict", secure=request.url.scheme == "https")
+        return response
+
+    async def sign_out(self, request: Request) -> Response:
+        response = JSONResponse({})
+        response.delete_cookie(COOKIE)
+        return response
+
+    def _state(self, reader: Reader, position: int | None = None) -> dict:
+        answered = self.store.answers(reader)
+        manifest = self.study.manifest
+        if position is None or position >= len(answered):
+            position = len(answered)
+        done = position >= len(reader.order)
+        previous = answered[position] if position < len(answered) else None
+        return {
+            "reader": reader.name,
+            "title": manifest.title,
+            "total": len(reader.order),
+            "answered": len(answered),
+            "position": position,
+            "done": done,
+            "item": None if done else reader.order[position],
+            "answer": None
+            if previous is None
+            else {"call": previous.call, "confidence": previous.confidence, "finding": previous.finding},
+            "confidence_levels": self.settings.confidence_levels,
+            "findings": manifest.findings,
+            "allow_changes": self.settings.allow_changes,
+        }
+
+    async def state(self, request: Request) -> Response:
+        reader = self._reader(request)
+        if reader is None:
+            return _error("sign in with your session code", 401)
+        position = None
+        if "position" in request.query_params:
+            if not self.settings.allow_changes:
+                return _error("this study does not allow going back", 409)
+            try:
+                position = int(request.query_params["position"])
+            except ValueError:
+                return _error("position must be a whole number", 400)
+            if position < 0:
+                return _error("position must be ≥ 0", 400)
+        return JSONResponse(self._state(reader, position))
+
+    async def answer(self, request: Request) -> Response:
+        reader = self._reader(request)
+        if reader is None:
+            return _error("sign in with your session code", 401)
+        body = await _json(request)
+        problem = self._invalid_answer(body)
+        if problem:
+            return _error(problem, 400)
+        try:
+            self.store.record(
+                reader,
+                body["position"],
+                body["call"],
+                body["confidence"],
+                body.get("finding"),
+                self.settings.allow_changes,
+            )
+        except AnswerRefused as exc:
+            return _error(str(exc), 409)
+        return JSONResponse(self._state(reader))
+
+    def _invalid_answer(self, body: object) -> str | None:
+        if not isinstance(body, dict):
+            return "the answer must be a JSON object"
+        if body.get("call") not in ("real", "generated"):
+            return "call must be 'real' or 'generated'"
+        levels = self.settings.confidence_levels
+        confidence, position = body.get("confidence"), body.get("position")
+        if type(confidence) is not int or not 1 <= confidence <= levels:
+            return f"confidence must be a whole number from 1 to {levels}"
+        if type(position) is not int:
+            return "position must be a whole number"
+        finding = body.get("finding")
+        if self.settings.ask_finding and finding not in self.study.manifest.findings:
+            return f"finding must be one of {', '.join(self.study.manifest.findings)}"
+        if not self.settings.ask_finding and finding is not None:
+            return "this study does not ask for a finding"
+        return None
+
+    async def image(self, request: Request) -> Response:
+        reader = self._reader(request)
+        if reader is None:
+            return _error("sign in with your session code", 401)
+        item = request.path_params["item"]
+        reached = reader.order[: self.store.progress(reader) + 1]
+        if item not in reached:  # unknown ids, any path, and images further on than the reader has come
+            return _error("no such image", 404)
+        self.store.shown(reader, item)
+        return Response(self.study.image_path(item).read_bytes(), media_type="image/png")
+
+
+async def _json(request: Request) -> object:
+    try:
+        return json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def create_app(study: Study) -> ASGIApp:
+    """The ASGI app serving ``study`` (uvicorn runs it; tests drive it in-process)."""
+    return ReadingApp(study).asgi()
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

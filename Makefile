@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test docs clean
+BROWSER := /usr/bin/chromium
+
+.PHONY: setup browser demo test docs clean
 
 setup: $(STAMP)
 
@@ -26,8 +28,13 @@ demo: $(STAMP)
 	$(BIN)/ganforge evaluate --audit runs/demo --space pixels -n 512
 	@echo "demo: weights in runs/demo/, training grids in runs/demo/samples/, samples in runs/demo/samples_png/, audit in runs/demo/audit/"
 
-# Lint, the test suite, then the docs site (strict: a broken link or reference fails the build).
-test: $(STAMP)
+# Debian's Chromium for the reader-study browser test (Playwright drives it; no browser download).
+browser:
+	@test -x $(BROWSER) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "warning: could not install chromium (as root: apt-get install chromium); the browser test is skipped"
+
+# Lint, the test suite (with the browser test), then the docs site (strict: a broken link fails the build).
+test: $(STAMP) browser
 	$(BIN)/ruff check ganforge plugins tests examples benchmarks scripts
 	$(BIN)/python -m pytest
 	$(MAKE) docs

@@ -106,7 +106,7 @@ def serve(study_dir, host, port, ssl_certfile, ssl_keyfile) -> None:
     """Serve the study to readers until Ctrl-C (answers are saved as they are given)."""
     import uvicorn
 
-    from .server import create_app, is_loopback
+    from .server import check_address, create_app, is_loopback
     from .store import Store
     from .study import Study
 
@@ -115,6 +115,7 @@ def serve(study_dir, host, port, ssl_certfile, ssl_keyfile) -> None:
         raise GanforgeError(f"{study_dir}: no readers yet; add one: ganforge reader-study add-reader {study_dir} NAME")
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
+    check_address(host, port)
     if not is_loopback(host):
         console.print(
             f"[yellow]warning:[/] listening on {host}: anyone who can reach it and has a code can read"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 from importlib import resources
 
 from starlette.applications import Starlette
@@ -26,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import GanforgeError
 from .store import AnswerRefused, Reader, Store
 from .study import Study
 
@@ -212,6 +214,19 @@ async def _json(request: Request) -> object:
 def create_app(study: Study) -> ASGIApp:
     """The ASGI app serving ``study`` (uvicorn runs it; tests drive it in-process)."""
     return ReadingApp(study).asgi()
+
+
+def check_address(host: str, port: int) -> None:
+    """Fail with one line, before uvicorn starts, when ``host:port`` cannot be listened on (in use, unknown)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise GanforgeError(f"cannot listen on {host}:{port} ({reason}); choose another --host/--port") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -88,6 +88,7 @@ function buildQuestions() {
 
 function choose(field, value) {
   answer[field] = value;
+  $("answer-error").textContent = "";
   markAnswer();
 }
 
@@ -107,7 +108,13 @@ function markAnswer() {
 }
 
 async function submit() {
-  if (!state || state.done || !complete()) return;
+  if (!state || state.done) return;
+  if (!complete()) {
+    const missing = [answer.call === null && "real or generated", answer.confidence === null && "confidence",
+      state.findings.length > 0 && !answer.finding && "finding"].filter(Boolean);
+    $("answer-error").textContent = `Still to answer: ${missing.join(", ")}`;
+    return;
+  }
   $("next").disabled = true;
   try {
     show(await api("/api/answer", {

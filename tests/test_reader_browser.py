@@ -162,6 +162,8 @@ def test_two_readers_take_the_study_in_chromium(served_study):
         assert counter(alice) == "Image 1 of 40"
         alice.wait_for_function("() => document.getElementById('image').width === 16")  # full resolution
 
+        alice.keyboard.press("Enter")  # too early: the page says what is missing
+        assert alice.inner_text("#answer-error") == "Still to answer: real or generated, confidence, finding"
         # The keyboard: G, confidence 4, F (first finding), Enter.
         alice.keyboard.press("g")
         alice.keyboard.press("4")

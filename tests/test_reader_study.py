@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import socket
 import sqlite3
 import threading
 
@@ -454,6 +455,12 @@ def test_add_reader_and_report_errors(tmp_path, phantom_folder, tiny_generator):
     assert run("reader-study", "report", study.root).exit_code == 2  # no answers yet
     first = run("reader-study", "add-reader", study.root, "alice")
     assert first.exit_code == 0 and len(first.stdout.strip()) == 11
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = run("reader-study", "serve", study.root, "--port", port)
+        assert busy.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in busy.output
     again = run("reader-study", "add-reader", study.root, "alice")
     assert again.exit_code == 2 and "already exists" in again.output
     assert run("reader-study", "add-reader", tmp_path / "nothing", "bob").exit_code == 2

@@ -110,10 +110,6 @@ def encode(image: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def _items_from(pools: dict[Source, Pool]) -> list[tuple[Source, int]]:
-    return [(source, index) for source, pool in pools.items() for index in range(len(pool.images))]
-
-
 def create_study(
     out: str | Path,
     real: Pool,
@@ -140,11 +136,11 @@ def create_study(
         raise GanforgeError(f"images are {height}×{width}; a study needs square images")
     if settings.ask_finding and not finding_names:
         raise GanforgeError("asking for findings needs labels (a labels.csv beside the real images)")
+    pools: dict[Source, Pool] = {"real": real, "generated": generated}
+    order = [(source, index) for source, pool in pools.items() for index in range(len(pool.images))]
     rng = random.Random(seed)
-    order = _items_from({"real": real, "generated": generated})
     rng.shuffle(order)
     ids = _unique_ids(rng, len(order))
-    pools = {"real": real, "generated": generated}
 
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
@@ -154,7 +150,7 @@ def create_study(
         for item_id, (source, index) in progress(list(zip(ids, order)), "writing the study"):
             pool = pools[source]
             data = encode(pool.images[index])
-            (partial / IMAGES / f"{item_id}.png").write_bytes(data)
+            atomic_write(partial / IMAGES / f"{item_id}.png", data)  # fsynced: the study survives a crash
             items.append(Item(id=item_id, sha256=hashlib.sha256(data).hexdigest()))
             key[item_id] = KeyEntry(source=source, origin=pool.origins[index], findings=pool.findings[index])
         manifest = Manifest(
@@ -168,7 +164,6 @@ def create_study(
         )
         atomic_write(partial / KEY_FILE, Key(items=key).model_dump_json(indent=1))
         atomic_write(partial / STUDY_FILE, manifest.model_dump_json(indent=1))
-        fsync_dir(partial / IMAGES)
         os.rename(partial, out)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -233,7 +228,7 @@ class Study:
         return self.root / ANSWERS
 
     def image_path(self, item_id: str) -> Path:
-        """The PNG of a manifest id (ids are checked against the manifest's pattern: no path is built from input)."""
+        """The PNG of a manifest id (the server passes only ids taken from the manifest, never request text)."""
         return self.root / IMAGES / f"{item_id}.png"
 
     def key(self) -> Key:

@@ -81,6 +81,21 @@ def test_phantom_export_reads_back_through_image_folder(tmp_path):
     assert back.label_names == FINDINGS
 
 
+def test_a_seeded_sample_decodes_only_the_drawn_images_with_their_names(tmp_path):
+    data = phantom(size=20, seed=3, prevalence=0.4, resolution=16, image_channels=1)
+    write_dataset(data, tmp_path, prefix="phantom")
+    params = {"root": str(tmp_path / "images"), "labels_csv": str(tmp_path / "labels.csv"), "cache": False}
+    full = image_folder(**params, resolution=16, image_channels=1)
+    assert full.names == [f"phantom_{i:06d}.png" for i in range(20)]
+    drawn = image_folder(**params, sample=6, seed=4, resolution=16, image_channels=1)
+    again = image_folder(**params, sample=6, seed=4, resolution=16, image_channels=1)
+    other = image_folder(**params, sample=6, seed=5, resolution=16, image_channels=1)
+    assert drawn.names == again.names != other.names and len(set(drawn.names)) == 6
+    rows = [full.names.index(name) for name in drawn.names]
+    assert torch.equal(drawn.images, full.images[rows]) and torch.equal(drawn.labels, full.labels[rows])
+    assert "6 images" in drawn.description
+
+
 def test_class_folders_like_covid_radiography(tmp_path):
     for cls, value in (("COVID", 200), ("Normal", 50), ("Viral Pneumonia", 120)):
         (tmp_path / cls / "images").mkdir(parents=True)

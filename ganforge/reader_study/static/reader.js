@@ -235,5 +235,5 @@ document.addEventListener("DOMContentLoaded", () => {
     { passive: false });
   window.addEventListener("resize", () => { if (picture) fit(); });
   document.addEventListener("keydown", onKey);
-  load().catch(() => {});
+  load().catch((error) => showSignIn(error.message === "sign in with your session code" ? "" : error.message));
 });

@@ -28,7 +28,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import GanforgeError
-from .store import AnswerRefused, Reader, Store
+from .store import AnswerRefused, Reader, Store, normalise_code
 from .study import Study
 
 COOKIE = "ganforge_reader"
@@ -106,7 +106,8 @@ class ReadingApp:
         if reader is None:
             return _error("unknown session code", 401)
         response = JSONResponse({"reader": reader.name})
-        response.set_cookie(COOKIE, code, httponly=True, samesite="strict", secure=request.url.scheme == "https")
+        secure = request.url.scheme == "https"
+        response.set_cookie(COOKIE, normalise_code(code), httponly=True, samesite="strict", secure=secure)
         return response
 
     async def sign_out(self, request: Request) -> Response:

@@ -20,23 +20,23 @@ from ..errors import GanforgeError
 from ..plots import save_figure
 from .statistics import Read, agreement, by_finding, roc_curve, scores
 from .store import Store
-from .study import Study, source_counts
+from .study import Key, Study, source_counts
 
 REPORT = "report"
 
 
-def reads(study: Study) -> list[Read]:
-    """Every answer in the study's store, joined with the key."""
+def reads(study: Study, key: Key) -> list[Read]:
+    """Every answer in the study's store, joined with ``key``."""
     if not study.answers_path.is_file():
         raise GanforgeError(f"{study.root}: no answers yet (add readers with ganforge reader-study add-reader)")
-    key = study.key().items
+    items = key.items
     return [
-        Read(a.reader, a.item, key[a.item].source, a.call, a.confidence, a.finding, key[a.item].findings, a.seconds)
+        Read(a.reader, a.item, items[a.item].source, a.call, a.confidence, a.finding, items[a.item].findings, a.seconds)
         for a in Store(study.answers_path).answers()
     ]
 
 
-def compute(study: Study, all_reads: Sequence[Read]) -> dict:
+def compute(study: Study, key: Key, all_reads: Sequence[Read]) -> dict:
     """The whole report as one JSON-ready dict."""
     asked = study.manifest.settings.ask_finding
     readers: dict[str, list[Read]] = {}
@@ -46,7 +46,7 @@ def compute(study: Study, all_reads: Sequence[Read]) -> dict:
     accuracies = [row["accuracy"] for row in per_reader if row["accuracy"] is not None]
     return {
         "study": study.manifest.title,
-        "images": source_counts(study.key()),
+        "images": source_counts(key),
         "readers": per_reader,
         "pooled": scores(all_reads, asked),
         "mean_reader_accuracy": sum(accuracies) / len(accuracies) if accuracies else None,
@@ -159,10 +159,11 @@ def plot(report: dict, all_reads: Sequence[Read], path: Path) -> Path:
 
 def write_report(study: Study, out: Path | None = None) -> tuple[dict, Path]:
     """Compute the report and write its four files to ``out`` (default ``STUDY/report``)."""
-    all_reads = reads(study)
+    key = study.key()
+    all_reads = reads(study, key)
     if not all_reads:
         raise GanforgeError(f"{study.root}: no answers yet; nothing to report")
-    report = compute(study, all_reads)
+    report = compute(study, key, all_reads)
     out = out or study.root / REPORT
     atomic_write(out / "report.json", json.dumps(report, indent=1) + "\n")
     atomic_write(out / "report.md", markdown(report))

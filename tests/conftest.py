@@ -111,3 +111,9 @@ def phantom_folder(tmp_path_factory) -> Path:
     result = CliRunner().invoke(main, ["phantom", "--out", str(folder), "-n", "60", "--resolution", "16"])
     assert result.exit_code == 0, result.output
     return folder
+
+
+def create_study_args(real: Path, generator: Path, count: int, out: Path, *extra: object) -> list[str]:
+    """``ganforge reader-study create`` arguments: ``count`` images from the ``real`` folder and ``generator``."""
+    args = ["reader-study", "create", "--real", real, "--weights", generator, "-n", count, "--out", out, *extra]
+    return [str(a) for a in args]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import create_study_args
 
 from ganforge.cli import main
 from ganforge.reader_study.store import Store
@@ -65,22 +66,8 @@ def free_port() -> int:
 @pytest.fixture
 def served_study(tmp_path, phantom_folder, tiny_generator):
     out = tmp_path / "study"
-    args = [
-        "reader-study",
-        "create",
-        "--real",
-        phantom_folder,
-        "--weights",
-        tiny_generator,
-        "-n",
-        40,
-        "--out",
-        out,
-        "--ask-finding",
-        "--seed",
-        11,
-    ]
-    result = CliRunner().invoke(main, [str(a) for a in args])
+    args = create_study_args(phantom_folder, tiny_generator, 40, out, "--ask-finding", "--seed", 11)
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     study = Study.open(out)
     store = Store(study.answers_path)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import create_study_args
 from ganforge_plugins.image_folder import read_image
 from PIL import Image
 from starlette.testclient import TestClient
@@ -34,21 +35,7 @@ def run(*args):
 
 def make_study(tmp_path, phantom_folder, tiny_generator, n=12, *extra) -> Study:
     out = tmp_path / "study"
-    result = run(
-        "reader-study",
-        "create",
-        "--real",
-        phantom_folder,
-        "--weights",
-        tiny_generator,
-        "-n",
-        n,
-        "--out",
-        out,
-        "--seed",
-        5,
-        *extra,
-    )
+    result = run(*create_study_args(phantom_folder, tiny_generator, n, out, "--seed", 5, *extra))
     assert result.exit_code == 0, result.output
     return Study.open(out)
 
@@ -98,55 +85,17 @@ def test_real_and_generated_files_cannot_be_told_apart(tmp_path, phantom_folder,
 
 def test_create_refuses_bad_input_and_never_leaves_half_a_study(tmp_path, phantom_folder, tiny_generator, monkeypatch):
     study = make_study(tmp_path, phantom_folder, tiny_generator)
-    again = run(
-        "reader-study", "create", "--real", phantom_folder, "--weights", tiny_generator, "-n", 4, "--out", study.root
-    )
+    again = run(*create_study_args(phantom_folder, tiny_generator, 4, study.root))
     assert again.exit_code == 2 and "already exists" in again.output
-    both = run(
-        "reader-study",
-        "create",
-        "--real",
-        phantom_folder,
-        "--weights",
-        tiny_generator,
-        "--fake",
-        phantom_folder,
-        "-n",
-        4,
-        "--out",
-        tmp_path / "x",
-    )
+    both = run(*create_study_args(phantom_folder, tiny_generator, 4, tmp_path / "x", "--fake", phantom_folder))
     assert both.exit_code == 2 and "either --weights" in both.output
-    too_many = run(
-        "reader-study",
-        "create",
-        "--real",
-        phantom_folder,
-        "--weights",
-        tiny_generator,
-        "-n",
-        200,
-        "--out",
-        tmp_path / "y",
-    )
+    too_many = run(*create_study_args(phantom_folder, tiny_generator, 200, tmp_path / "y"))
     assert too_many.exit_code == 2 and "has 60 images; the study needs 100" in too_many.output
     unlabelled = tmp_path / "unlabelled"
     unlabelled.mkdir()
     for f in sorted((phantom_folder / "images").iterdir())[:8]:
         (unlabelled / f.name).write_bytes(f.read_bytes())
-    no_labels = run(
-        "reader-study",
-        "create",
-        "--real",
-        unlabelled,
-        "--weights",
-        tiny_generator,
-        "-n",
-        8,
-        "--out",
-        tmp_path / "z",
-        "--ask-finding",
-    )
+    no_labels = run(*create_study_args(unlabelled, tiny_generator, 8, tmp_path / "z", "--ask-finding"))
     assert no_labels.exit_code == 2 and "needs labels" in no_labels.output
 
     import ganforge.reader_study.study as study_module
@@ -161,18 +110,7 @@ def test_create_refuses_bad_input_and_never_leaves_half_a_study(tmp_path, phanto
 
     encode = study_module.encode
     monkeypatch.setattr(study_module, "encode", failing_encode)
-    failed = run(
-        "reader-study",
-        "create",
-        "--real",
-        phantom_folder,
-        "--weights",
-        tiny_generator,
-        "-n",
-        8,
-        "--out",
-        tmp_path / "half",
-    )
+    failed = run(*create_study_args(phantom_folder, tiny_generator, 8, tmp_path / "half"))
     assert failed.exit_code == 1 and "No space left" in failed.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study", "unlabelled"]  # no study, no partial folder
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())

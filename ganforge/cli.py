@@ -253,6 +253,13 @@ def _torchrun(nproc: int) -> int:
     help="random shifts/zooms/noise of each image in the loss and the acceptance test (1 = the image only)",
 )
 @click.option(
+    "--pool",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="latents drawn per optimised one: those the classifiers already rate best start (1 = random starts)",
+)
+@click.option(
     "--max-tries", type=click.IntRange(min=1), help="latents to try per combination at most  [default: 20 × count]"
 )
 @click.option(
@@ -279,6 +286,7 @@ def sample(
     lco_steps,
     lco_lr,
     views,
+    pool,
     max_tries,
     threshold,
     plugin_modules,
@@ -303,6 +311,7 @@ def sample(
             batch_size=batch_size,
             max_tries=max_tries or 0,
             views=views,
+            pool=pool,
         )
         _sample_lco(
             generator,

@@ -107,6 +107,7 @@ class LCOSettings:
     shift: float = 0.06  # largest translation, as a fraction of the image side
     zoom: float = 0.06  # largest relative change of scale
     noise: float = 0.03  # standard deviation of added Gaussian noise ([-1, 1] images)
+    pool: int = 8  # latents drawn per optimised one; those the classifiers already rate best start
 
     def tries(self, n: int) -> int:
         return self.max_tries or 20 * n
@@ -130,6 +131,40 @@ def random_views(images: torch.Tensor, settings: LCOSettings, g: torch.Generator
     return torch.cat([images, x + settings.noise * torch.randn(x.shape, generator=g).to(x)])
 
 
+def _loss(classifiers: Sequence[Classifier], views: torch.Tensor, target: torch.Tensor, size: int):
+    """Per-classifier logits ``[V, B, K]`` and the per-latent BCE ``[B]`` averaged over classifiers and views."""
+    logits = [c.logits(views).view(-1, size, len(target)) for c in classifiers]
+    bce = sum(
+        F.binary_cross_entropy_with_logits(x, target.expand_as(x), reduction="none").mean((0, 2)) for x in logits
+    ) / len(logits)
+    return logits, bce
+
+
+@torch.no_grad()
+def _starting_latents(
+    generator: nn.Module,
+    classifiers: Sequence[Classifier],
+    target: torch.Tensor,
+    size: int,
+    latent_dim: int,
+    settings: LCOSettings,
+    g: torch.Generator,
+    device: torch.device,
+) -> torch.Tensor:
+    """``size`` latents: the best by the classifiers' loss of ``size · pool`` drawn (all of them when pool is 1)."""
+    drawn = torch.randn(size * settings.pool, latent_dim, generator=g).to(device)
+    if settings.pool == 1:
+        return drawn
+    radius = math.sqrt(latent_dim)
+    losses = torch.cat(
+        [
+            _loss(classifiers, generator(radius * F.normalize(chunk, dim=1))[-1], target, len(chunk))[1]
+            for chunk in drawn.split(settings.batch_size)
+        ]
+    )
+    return drawn[losses.argsort()[:size]]
+
+
 def _meets(probs: torch.Tensor, requested: torch.Tensor, threshold: float) -> torch.Tensor:
     """``[B]`` from ``[B, ..., K]``: every requested finding ≥ threshold and every other < threshold, everywhere."""
     return torch.where(requested, probs >= threshold, probs < threshold).flatten(1).all(dim=1)
@@ -138,7 +173,8 @@ def _meets(probs: torch.Tensor, requested: torch.Tensor, threshold: float) -> to
 @dataclass
 class LCOResult:
     images: torch.Tensor  # uint8 [n_accepted, C, R, R]
-    tried: int = 0
+    tried: int = 0  # latents optimised
+    drawn: int = 0  # latents generated, the pool's unpicked ones included
     steps_used: list[int] = field(default_factory=list)  # per accepted latent
     optimisation_steps: int = 0  # Adam steps taken over all batches
     seconds: float = 0.0
@@ -179,8 +215,10 @@ def optimise_latents(
     radius = math.sqrt(latent_dim)
     while len(accepted) < n and result.tried < max_tries:
         size = min(settings.batch_size, max_tries - result.tried)
-        w = torch.randn(size, latent_dim, generator=g).to(device).requires_grad_(True)
+        w = _starting_latents(generator, classifiers, target, size, latent_dim, settings, g, device)
+        w.requires_grad_(True)
         result.tried += size
+        result.drawn += size * settings.pool
         optimizer = torch.optim.Adam([w], lr=settings.lr)
         done = torch.zeros(size, dtype=torch.bool, device=device)
         kept = w.detach().clone()  # accepted latents are held here: Adam's momentum would move them on
@@ -188,7 +226,7 @@ def optimise_latents(
         for step in range(settings.steps + 1):
             images = generator(radius * F.normalize(w, dim=1))[-1]
             views = random_views(images, settings, g)
-            logits = [c.logits(views).view(-1, size, len(target)) for c in classifiers]  # [V, B, K] each
+            logits, bce = _loss(classifiers, views, target, size)  # [V, B, K] per classifier, [B]
             probs = torch.sigmoid(torch.stack(logits))  # [classifiers, V, B, K]
             if first_batch:  # how the requested findings' probability evolves, for reports and tests
                 mean = probs[:, 0].mean(0)
@@ -204,10 +242,6 @@ def optimise_latents(
             done |= ok
             if done.all() or len(accepted) >= n or step == settings.steps:
                 break
-            bce = sum(
-                F.binary_cross_entropy_with_logits(x, target.expand_as(x), reduction="none").mean((0, 2))
-                for x in logits
-            ) / len(logits)
             optimizer.zero_grad(set_to_none=True)
             (bce * ~done).sum().backward()
             optimizer.step()
@@ -255,6 +289,7 @@ def summarise(
         "labels": combo,
         "accepted": len(result.images),
         "tried": result.tried,
+        "drawn": result.drawn,
         "acceptance": result.acceptance,
         "mean_steps": _mean(torch.tensor(result.steps_used, dtype=torch.float)),
         "optimisation_steps": result.optimisation_steps,

@@ -128,7 +128,7 @@ def test_lco_raises_the_requested_probability_and_accepts_exactly():
         target,
         n=12,
         latent_dim=8,
-        settings=LCOSettings(steps=300, lr=0.1, batch_size=8, views=1),
+        settings=LCOSettings(steps=300, lr=0.1, batch_size=8, views=1, pool=1),  # random starts: the optimiser alone
         seed=0,
         device=torch.device("cpu"),
     )
@@ -240,7 +240,7 @@ QUADRANTS = ["TopLeft", "TopRight", "BottomLeft", "BottomRight"]
 def test_lco_through_the_cli_writes_the_requested_labels(tmp_path, monkeypatch):
     model, command = _quadrant_setup(tmp_path, monkeypatch)
     options = ["--archive", "TopLeft|BottomRight=3,No Finding=2", "--lco-lr", "0.2", "--lco-steps", "300"]
-    options += ["--batch-size", "8", "--judge", str(tmp_path / "c.safetensors")]
+    options += ["--batch-size", "8", "--pool", "3", "--judge", str(tmp_path / "c.safetensors")]
     result = CliRunner().invoke(main, command + options)
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((tmp_path / "lco" / "labels.csv").open()))
@@ -259,6 +259,7 @@ def test_lco_through_the_cli_writes_the_requested_labels(tmp_path, monkeypatch):
     first, second = summary["combinations"]
     assert (first["accepted"], second["accepted"]) == (3, 2)
     assert first["acceptance"] == pytest.approx(3 / first["tried"])
+    assert first["drawn"] == 3 * first["tried"] and summary["settings"]["pool"] == 3
     assert first["classifiers"]["c.safetensors"]["TopLeft"] == pytest.approx(probs[:3, 0].mean().item(), abs=1e-6)
     assert first["judge"]["probability"]["BottomRight"] == pytest.approx(probs[:3, 3].mean().item(), abs=1e-6)
     no_finding = (1 - probs[3:].max(1).values).mean().item()

@@ -10,7 +10,15 @@ from ganforge_plugins.phantom_analysis import CALIBRATION, THRESHOLDS, calibrate
 from torch import nn
 
 from ganforge.classification import auroc
-from ganforge.lco import Classifier, LCOSettings, optimise_latents, parse_labels, random_views, summarise
+from ganforge.lco import (
+    Classifier,
+    LCOSettings,
+    _starting_latents,
+    optimise_latents,
+    parse_labels,
+    random_views,
+    summarise,
+)
 from ganforge.plugins import load_registry
 
 CPU = torch.device("cpu")
@@ -114,6 +122,30 @@ def test_views_start_with_the_images_and_vary_the_rest():
     assert views.shape == (12, 1, 16, 16) and torch.equal(views[:3], images)
     assert (views[3:] - images.repeat(3, 1, 1, 1)).abs().mean() > 0.01
     assert torch.equal(random_views(images, LCOSettings(views=1), torch.Generator()), images)
+
+
+def test_the_pool_starts_from_the_latents_the_classifiers_rate_best(matched_filter):
+    generator, target = PhantomGenerator(), parse_labels("Cardiomegaly", list(FINDINGS))
+    settings = LCOSettings(batch_size=8, pool=5)
+    chosen = _starting_latents(
+        generator, [matched_filter], target, 6, 27, settings, torch.Generator().manual_seed(3), CPU
+    )
+    drawn = torch.randn(30, 27, generator=torch.Generator().manual_seed(3))  # the same stream, scored here
+    images = generator(math.sqrt(27) * drawn / drawn.norm(dim=1, keepdim=True))[-1]
+    loss = nn.functional.binary_cross_entropy_with_logits(
+        matched_filter.model(images), target.expand(30, -1), reduction="none"
+    ).mean(1)
+    best = loss.argsort()[:6]
+    assert torch.allclose(chosen, drawn[best])
+    assert loss[best].max() <= loss[loss.argsort()[6:]].min()
+    result = optimise_latents(
+        generator, [matched_filter], target, 6, 27, LCOSettings(steps=0, pool=5, max_tries=6), 3, CPU
+    )
+    assert (result.tried, result.drawn) == (6, 30)  # steps=0: accepted only where the pick already qualifies
+    start = torch.sigmoid(
+        matched_filter.model(generator(math.sqrt(27) * chosen / chosen.norm(dim=1, keepdim=True))[-1])
+    )
+    assert result.probability_trace == pytest.approx([start[:, 0].mean().item()], abs=1e-5)
 
 
 @pytest.mark.slow

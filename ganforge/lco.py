@@ -11,11 +11,17 @@ published; ganforge's version (measured in docs/pggan.md):
   multi-hot vector, averaged over an *ensemble* of classifiers and over ``views`` random
   transformations of each image (shifts, small zooms, noise: expectation over transformations),
   so only image changes that survive them count, not a perturbation tuned to one network's pixels;
+- each optimised latent is the best of ``pool`` drawn ones by that loss (on the image alone), so
+  optimisation starts from images that already lean towards the request and has less to change;
 - a latent is accepted at the first step where every classifier, on the image itself and on each
   of its views, gives every requested finding a probability ≥ ``threshold`` and every other one
   < ``threshold`` (the worst case over the transformations, not their mean); it then stops
   moving. Latents not accepted within ``steps`` are rejected, and fresh ones are drawn until ``n``
   are accepted or ``max_tries`` latents have been tried.
+
+Which classifiers matters most (docs/pggan.md): ones that see the image at 16×16 judge the anatomy
+(heart size, opacities) and are hard to satisfy without changing it; full-resolution ones also
+react to texture, which a weak generator gets wrong and the optimisation can exploit.
 
 :func:`summarise` then scores the *written* (uint8) images under the classifiers, an independent
 judge and, where one exists, an analyser that measures the findings (the phantom's ground truth).
@@ -412,8 +418,8 @@ def advice(settings: LCOSettings, records: list[dict[str, Any]]) -> str:
     tried = sum(r["tried"] for r in records)
     return (
         f"no latent was accepted ({tried} tried, {settings.steps} steps each, threshold {settings.threshold}); "
-        f"try more --lco-steps, a higher --max-tries, a lower --threshold, fewer --views, or a better-trained "
-        f"generator (one whose samples the classifier already labels this way now and then)"
+        f"try more --lco-steps, a higher --max-tries or --pool, a lower --threshold, fewer --views, "
+        f"or a better-trained generator (one whose samples the classifier already labels this way now and then)"
     )
 
 

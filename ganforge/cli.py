@@ -386,20 +386,25 @@ def _sample_lco(
     others += [(f"--ground-truth {analyser_name}", analyser.label_names)] if analyser else []
     names = check_label_names(classifiers, others)
     plan = [(labels, count)] if labels else parse_archive(archive)
-    bound = sum(math.ceil(settings.tries(n) / settings.batch_size) * settings.steps for _, n in plan)
+    batches = sum(math.ceil(settings.tries(n) / settings.batch_size) for _, n in plan)
     tasks: dict[str, int] = {}
+    elapsed: list[float] = []  # seconds after the first two optimisation steps
 
     columns = TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}"), TimeElapsedColumn()
     with Progress(*columns, console=console, transient=True) as progress:
 
         def on_step(combo: str, n: int, result) -> None:
-            if not tasks and result.optimisation_steps == 1:  # the first step: say up front how long it may take
-                minutes = bound * result.seconds / 60
-                colour = "yellow" if minutes > 10 else "dim"
-                progress.console.print(
-                    f"[{colour}]one optimisation step takes {result.seconds:.2f} s: this request stops after at most "
-                    f"{bound} steps (~{minutes:.0f} min), earlier once every image is accepted[/]"
-                )
+            if len(elapsed) < 2:  # say up front how long it may take; a batch's first step also scores its pool
+                elapsed.append(result.seconds)
+                if len(elapsed) == 2:
+                    first, step = elapsed[0], elapsed[1] - elapsed[0]
+                    minutes = batches * (first + (settings.steps - 1) * step) / 60
+                    colour = "yellow" if minutes > 10 else "dim"
+                    progress.console.print(
+                        f"[{colour}]one optimisation step takes {step:.2f} s: this request stops after at most "
+                        f"{batches * settings.steps} steps (~{minutes:.0f} min), "
+                        "earlier once every image is accepted[/]"
+                    )
             if combo not in tasks:
                 steps = math.ceil(settings.tries(n) / settings.batch_size) * settings.steps
                 tasks[combo] = progress.add_task(combo, total=steps)

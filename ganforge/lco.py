@@ -274,10 +274,13 @@ def _requested_probabilities(probs: torch.Tensor, names: list[str], target: torc
 
 
 def _label_agreement(labels: torch.Tensor, names: list[str], target: torch.Tensor) -> dict[str, Any]:
-    """How often measured multi-hot ``labels`` carry each requested finding, and the exact combination."""
-    exact = (labels.bool() == target.bool()).all(1).float()
+    """How often measured multi-hot ``labels`` carry each requested finding, all of them (for No
+    Finding: none at all), and exactly the requested combination (no other finding either)."""
+    found, wanted = labels.bool(), target.bool()
+    carried = found[:, wanted].all(1) if wanted.any() else ~found.any(1)
     present = {name: _mean(labels[:, k]) for k, name in enumerate(names) if target[k]}
-    return {"requested_present": present, "exact": _mean(exact)}
+    exact = (found == wanted).all(1)
+    return {"requested_present": present, "carried": _mean(carried.float()), "exact": _mean(exact.float())}
 
 
 def summarise(
@@ -316,7 +319,7 @@ def summarise(
     if analyser is not None:
         order = [analyser.label_names.index(n) for n in names]
         record["ground_truth"] = _label_agreement(analyser(result.images)[:, order], names, target)
-    independent = [record[key]["exact"] for key in ("judge", "ground_truth") if key in record]
+    independent = [record[key]["carried"] for key in ("judge", "ground_truth") if key in record]
     if len(result.images) and any(value is not None and value < 0.5 for value in independent):
         record["warning"] = (
             "most accepted images do not carry the requested findings by the independent check: "
@@ -401,14 +404,14 @@ def summary_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[st
     """Table headers and rows of :func:`summarise` records (the judge and ground-truth columns when present)."""
     headers = ["labels", "accepted", "tried", "acceptance", "mean steps", "s / image", "P (optimised)"]
     judged, measured = any("judge" in r for r in records), any("ground_truth" in r for r in records)
-    headers += ["P (judge)"] * judged + ["measured exact"] * measured
+    headers += ["P (judge)"] * judged + ["measured: requested", "measured: exact"] * measured
     rows = []
     for r in records:
         optimised = [_average(p) for p in r["classifiers"].values()]
         row = [r["labels"], str(r["accepted"]), str(r["tried"]), f"{r['acceptance']:.1%}", _fmt(r["mean_steps"], ".1f")]
         row += [_fmt(r["seconds_per_accepted"], ".1f"), _fmt(_average(dict(enumerate(optimised))), ".2f")]
         row += [_fmt(_average(r["judge"]["probability"]), ".2f")] if judged else []
-        row += [_fmt(r["ground_truth"]["exact"], ".0%")] if measured else []
+        row += [_fmt(r["ground_truth"][key], ".0%") for key in ("carried", "exact")] if measured else []
         rows.append(row)
     return headers, rows
 

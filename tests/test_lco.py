@@ -12,6 +12,7 @@ from torch import nn
 from ganforge.classification import auroc
 from ganforge.lco import (
     Classifier,
+    LCOResult,
     LCOSettings,
     _starting_latents,
     optimise_latents,
@@ -148,6 +149,28 @@ def test_the_pool_starts_from_the_latents_the_classifiers_rate_best(matched_filt
     assert result.probability_trace == pytest.approx([start[:, 0].mean().item()], abs=1e-5)
 
 
+def test_summary_separates_the_requested_findings_from_the_exact_combination(matched_filter):
+    measured = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0]]).float()
+
+    class Reader:  # an analyser that "measures" the rows above
+        label_names = list(FINDINGS)
+
+        def __call__(self, images):
+            return measured
+
+    result = LCOResult(torch.zeros(4, 1, R, R, dtype=torch.uint8), tried=4)
+    for combo, carried, exact in [("Cardiomegaly|Effusion", 2 / 4, 1 / 4), ("No Finding", 0.0, 0.0)]:
+        target = parse_labels(combo, list(FINDINGS))
+        record = summarise(combo, target, result, [matched_filter], CPU, analyser=Reader())
+        assert record["ground_truth"]["carried"] == carried and record["ground_truth"]["exact"] == exact
+        assert ("warning" in record) == (carried < 0.5)
+    assert record["ground_truth"]["requested_present"] == {}
+    truth = summarise(
+        "Effusion", parse_labels("Effusion", list(FINDINGS)), result, [matched_filter], CPU, None, Reader()
+    )
+    assert truth["ground_truth"]["requested_present"] == {"Effusion": 0.75} and truth["ground_truth"]["carried"] == 0.75
+
+
 @pytest.mark.slow
 def test_robust_lco_moves_the_ground_truth_not_only_the_classifier(matched_filter, analyser):
     generator = PhantomGenerator()
@@ -174,4 +197,5 @@ def test_a_fooled_classifier_is_caught_by_the_ground_truth(matched_filter, analy
     record = summarise("Cardiomegaly", target, result, [matched_filter], CPU, analyser=analyser)
     assert record["classifiers"]["matched-filter"]["Cardiomegaly"] >= 0.5
     assert record["ground_truth"]["requested_present"]["Cardiomegaly"] == 0.0  # ... the anatomy is not
+    assert record["ground_truth"]["carried"] == 0.0
     assert "fooled" in record["warning"]

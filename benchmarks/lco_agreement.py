@@ -3,6 +3,7 @@
     python benchmarks/lco_agreement.py                        # trains what is missing under runs/lco_agreement
     python benchmarks/lco_agreement.py --generator G.safetensors --generator G2.safetensors
     python benchmarks/lco_agreement.py --views 1              # the plain objective, for comparison
+    python benchmarks/lco_agreement.py --ensemble-resolution 64 --members 1 --pool 1 --threshold 0.9
 
 For each generator (default: three ``examples/pggan.toml`` runs, seeds 0–2, 12,000 images per
 resolution: ~2,600 steps, ~15 minutes each on 2 cores; ``demo.toml``'s SAMGAN collapses to one image
@@ -36,14 +37,11 @@ from ganforge.sampling import generate, latents, load_generator
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["Cardiomegaly", "Effusion", "Lung_Opacity", "Nodule", NO_FINDING]
 GATED = {"Cardiomegaly", "Lung_Opacity"}
-# name → `ganforge classify train examples/classifier.toml --set …`. The ensemble looks at 16×16 (the
-# anatomy, not the texture a CPU-trained generator gets wrong; docs/pggan.md); the judge sees other
-# data and seeds, at the full 64×64.
-CLASSIFIERS = {
-    "ensemble-a": ["seed=1", "data.seed=3", "resolution=16"],
-    "ensemble-b": ["seed=2", "data.seed=4", "resolution=16"],
-    "judge": ["seed=7", "data.seed=2"],
-}
+# `ganforge classify train examples/classifier.toml --set …` for each classifier. The ensemble looks at
+# 16×16 by default (the anatomy, not the texture a CPU-trained generator gets wrong; docs/pggan.md);
+# the judge sees other data and seeds, at the full 64×64.
+ENSEMBLE = {"ensemble-a": ["seed=1", "data.seed=3"], "ensemble-b": ["seed=2", "data.seed=4"]}
+JUDGE = ["seed=7", "data.seed=2", "resolution=64"]
 CLASSIFIER_COMMON = ["train.epochs=8", "classifier.width=24"]
 
 
@@ -68,15 +66,22 @@ def ensure_generators(work: Path, seeds: list[int], phase_images: int) -> list[P
     return paths
 
 
-def ensure_classifiers(work: Path) -> dict[str, Path]:
-    paths = {}
-    for name, sets in CLASSIFIERS.items():
-        out = work / name
-        if not (out / "classifier.safetensors").exists():
-            config = str(ROOT / "examples" / "classifier.toml")
-            _run(["classify", "train", config, "--out", str(out), *(f"--set={s}" for s in sets + CLASSIFIER_COMMON)])
-        paths[name] = out / "classifier.safetensors"
-    return paths
+def ensure_classifier(out: Path, sets: list[str]) -> Path:
+    if not (out / "classifier.safetensors").exists():
+        config = str(ROOT / "examples" / "classifier.toml")
+        _run(["classify", "train", config, "--out", str(out), *(f"--set={s}" for s in sets + CLASSIFIER_COMMON)])
+    return out / "classifier.safetensors"
+
+
+def ensure_classifiers(work: Path, resolution: int, members: int) -> tuple[list[Path], Path]:
+    """The ensemble's first ``members`` classifiers at ``resolution`` (folders ``ensemble-a``… at 16,
+    ``ensemble-a-64``… otherwise) and the judge."""
+    suffix = "" if resolution == 16 else f"-{resolution}"
+    ensemble = [
+        ensure_classifier(work / f"{name}{suffix}", sets + [f"resolution={resolution}"])
+        for name, sets in list(ENSEMBLE.items())[:members]
+    ]
+    return ensemble, ensure_classifier(work / "judge", JUDGE)
 
 
 def _classifier(path: Path, registry) -> Classifier:
@@ -106,6 +111,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-tries", type=int, default=0, help="latents per finding at most (0: 4 × n)")
     parser.add_argument("--findings", default=",".join(TARGETS))
+    parser.add_argument("--threshold", type=float, default=LCOSettings.threshold)
+    parser.add_argument("--ensemble-resolution", type=int, default=16, help="the ensemble's input side")
+    parser.add_argument("--members", type=int, choices=(1, 2), default=2, help="classifiers in the ensemble")
     args = parser.parse_args()
 
     torch.set_grad_enabled(True)
@@ -113,10 +121,10 @@ def main() -> None:
     generators = args.generator or ensure_generators(
         args.work, [int(s) for s in args.seeds.split(",")], args.phase_images
     )
-    paths = ensure_classifiers(args.work)
+    ensemble_paths, judge_path = ensure_classifiers(args.work, args.ensemble_resolution, args.members)
     registry = load_registry()
-    ensemble = [_classifier(paths[name], registry) for name in ("ensemble-a", "ensemble-b")]
-    judge = _classifier(paths["judge"], registry)
+    ensemble = [_classifier(path, registry) for path in ensemble_paths]
+    judge = _classifier(judge_path, registry)
     analyser = registry.build("analyser", "phantom")
     names = ensemble[0].names
     cpu = torch.device("cpu")
@@ -125,6 +133,7 @@ def main() -> None:
         batch_size=args.batch_size,
         views=args.views,
         pool=args.pool,
+        threshold=args.threshold,
         max_tries=args.max_tries or 4 * args.n,
     )
     print(f"LCO: ensemble {[c.name for c in ensemble]}, judge {judge.name}, {settings}", flush=True)

@@ -260,7 +260,7 @@ def _torchrun(nproc: int) -> int:
     help="latents drawn per optimised one: those the classifiers already rate best start (1 = random starts)",
 )
 @click.option(
-    "--max-tries", type=click.IntRange(min=1), help="latents to try per combination at most  [default: 20 × count]"
+    "--max-tries", type=click.IntRange(min=1), help="latents to optimise per combination at most  [default: 20 × count]"
 )
 @click.option(
     "--threshold",

@@ -137,7 +137,9 @@ def random_views(images: torch.Tensor, settings: LCOSettings, g: torch.Generator
     return torch.cat([images, x + settings.noise * torch.randn(x.shape, generator=g).to(x)])
 
 
-def _loss(classifiers: Sequence[Classifier], views: torch.Tensor, target: torch.Tensor, size: int):
+def _loss(
+    classifiers: Sequence[Classifier], views: torch.Tensor, target: torch.Tensor, size: int
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Per-classifier logits ``[V, B, K]`` and the per-latent BCE ``[B]`` averaged over classifiers and views."""
     logits = [c.logits(views).view(-1, size, len(target)) for c in classifiers]
     bce = sum(

@@ -438,7 +438,8 @@ def _sample_lco(
         raise GanforgeError(advice(settings, result.records))
     description = (
         f"LCO samples from {weights.name} with classifier(s) {', '.join(c.name for c in classifiers)} "
-        f"(threshold {settings.threshold}, {settings.steps} steps, {settings.views} views, seed {seed})"
+        f"(threshold {settings.threshold}, {settings.steps} steps, {settings.views} views, pool {settings.pool}, "
+        f"seed {seed})"
     )
     csv_path = write_dataset(ImageSet(result.images, result.labels, names, description), out, "lco", result.columns)
     atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")

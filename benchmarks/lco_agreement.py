@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the generators trained when none is given")
     parser.add_argument("--phase-images", type=int, default=12000, help="images per resolution when training")
     parser.add_argument("--n", type=int, default=16, help="LCO images per generator and finding")
-    parser.add_argument("--random", type=int, default=64, help="plain samples per generator")
+    parser.add_argument("--random", type=int, default=256, help="plain samples per generator")
     parser.add_argument("--steps", type=int, default=60, help="Adam steps per latent")
     parser.add_argument("--views", type=int, default=LCOSettings.views)
     parser.add_argument("--pool", type=int, default=LCOSettings.pool, help="latents drawn per optimised one")

@@ -146,7 +146,7 @@ def main() -> None:
             list(generate(generator, latents(args.random, config.model.latent_dim, 12345), args.batch_size))
         )
         plain_judge, plain_truth = judge.probabilities(plain, cpu), analyser(plain)
-        label = f"{path.parent.name}/{path.name}"[-28:]
+        label = (path.parent.name if path.name.startswith("generator") else path.stem)[:28]  # the run folder
         for index, finding in enumerate(args.findings.split(",")):
             target = parse_labels(finding, names)
             result = optimise_latents(

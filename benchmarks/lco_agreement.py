@@ -42,7 +42,6 @@ GATED = {"Cardiomegaly", "Lung_Opacity"}
 # the judge sees other data and seeds, at the full 64×64.
 ENSEMBLE = {"ensemble-a": ["seed=1", "data.seed=3"], "ensemble-b": ["seed=2", "data.seed=4"]}
 JUDGE = ["seed=7", "data.seed=2", "resolution=64"]
-CLASSIFIER_COMMON = ["train.epochs=8", "classifier.width=24"]
 
 
 def _run(command: list[str]) -> None:
@@ -69,7 +68,7 @@ def ensure_generators(work: Path, seeds: list[int], phase_images: int) -> list[P
 def ensure_classifier(out: Path, sets: list[str]) -> Path:
     if not (out / "classifier.safetensors").exists():
         config = str(ROOT / "examples" / "classifier.toml")
-        _run(["classify", "train", config, "--out", str(out), *(f"--set={s}" for s in sets + CLASSIFIER_COMMON)])
+        _run(["classify", "train", config, "--out", str(out), *(f"--set={s}" for s in sets)])
     return out / "classifier.safetensors"
 
 

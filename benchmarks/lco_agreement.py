@@ -4,6 +4,7 @@
     python benchmarks/lco_agreement.py --generator G.safetensors --generator G2.safetensors
     python benchmarks/lco_agreement.py --views 1              # the plain objective, for comparison
     python benchmarks/lco_agreement.py --ensemble-resolution 64 --members 1 --pool 1 --threshold 0.9
+    python benchmarks/lco_agreement.py --classifier runs/cls-a/classifier.safetensors --classifier …
 
 For each generator (default: three ``examples/pggan.toml`` runs, seeds 0–2, 12,000 images per
 resolution: ~2,600 steps, ~15 minutes each on 2 cores; ``demo.toml``'s SAMGAN collapses to one image
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=LCOSettings.threshold)
     parser.add_argument("--ensemble-resolution", type=int, default=16, help="the ensemble's input side")
     parser.add_argument("--members", type=int, choices=(1, 2), default=2, help="classifiers in the ensemble")
+    parser.add_argument("--classifier", action="append", type=Path, help="an ensemble of your own instead (repeatable)")
     args = parser.parse_args()
 
     torch.set_grad_enabled(True)
@@ -121,6 +123,7 @@ def main() -> None:
         args.work, [int(s) for s in args.seeds.split(",")], args.phase_images
     )
     ensemble_paths, judge_path = ensure_classifiers(args.work, args.ensemble_resolution, args.members)
+    ensemble_paths = args.classifier or ensemble_paths
     registry = load_registry()
     ensemble = [_classifier(path, registry) for path in ensemble_paths]
     judge = _classifier(judge_path, registry)

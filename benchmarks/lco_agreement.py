@@ -73,15 +73,14 @@ def ensure_classifier(out: Path, sets: list[str]) -> Path:
     return out / "classifier.safetensors"
 
 
-def ensure_classifiers(work: Path, resolution: int, members: int) -> tuple[list[Path], Path]:
-    """The ensemble's first ``members`` classifiers at ``resolution`` (folders ``ensemble-a``… at 16,
-    ``ensemble-a-64``… otherwise) and the judge."""
+def ensure_ensemble(work: Path, resolution: int, members: int) -> list[Path]:
+    """The first ``members`` ensemble classifiers at ``resolution`` (folders ``ensemble-a``… at 16,
+    ``ensemble-a-64``… otherwise)."""
     suffix = "" if resolution == 16 else f"-{resolution}"
-    ensemble = [
+    return [
         ensure_classifier(work / f"{name}{suffix}", sets + [f"resolution={resolution}"])
         for name, sets in list(ENSEMBLE.items())[:members]
     ]
-    return ensemble, ensure_classifier(work / "judge", JUDGE)
 
 
 def _classifier(path: Path, registry) -> Classifier:
@@ -122,8 +121,8 @@ def main() -> None:
     generators = args.generator or ensure_generators(
         args.work, [int(s) for s in args.seeds.split(",")], args.phase_images
     )
-    ensemble_paths, judge_path = ensure_classifiers(args.work, args.ensemble_resolution, args.members)
-    ensemble_paths = args.classifier or ensemble_paths
+    ensemble_paths = args.classifier or ensure_ensemble(args.work, args.ensemble_resolution, args.members)
+    judge_path = ensure_classifier(args.work / "judge", JUDGE)
     registry = load_registry()
     ensemble = [_classifier(path, registry) for path in ensemble_paths]
     judge = _classifier(judge_path, registry)

@@ -19,6 +19,7 @@ from .config import load_config
 from .errors import CheckpointError, GanforgeError, Interrupted
 from .images import save_grid
 from .inception import WEIGHTS_ENV
+from .lco import LCOSettings
 from .plugins import load_registry
 from .reader_study.cli import reader_study
 
@@ -243,19 +244,25 @@ def _torchrun(nproc: int) -> int:
     "analyser_name",
     help="an analyser that measures the findings from the images, e.g. 'phantom' for phantom-trained generators",
 )
-@click.option("--lco-steps", type=click.IntRange(min=1), default=200, show_default=True, help="Adam steps per latent")
-@click.option("--lco-lr", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True)
+@click.option(
+    "--lco-steps",
+    type=click.IntRange(min=1),
+    default=LCOSettings.steps,
+    show_default=True,
+    help="Adam steps per latent",
+)
+@click.option("--lco-lr", type=click.FloatRange(min=0, min_open=True), default=LCOSettings.lr, show_default=True)
 @click.option(
     "--views",
     type=click.IntRange(min=1),
-    default=4,
+    default=LCOSettings.views,
     show_default=True,
     help="random shifts/zooms/noise of each image in the loss and the acceptance test (1 = the image only)",
 )
 @click.option(
     "--pool",
     type=click.IntRange(min=1),
-    default=8,
+    default=LCOSettings.pool,
     show_default=True,
     help="latents drawn per optimised one: those the classifiers already rate best start (1 = random starts)",
 )
@@ -265,7 +272,7 @@ def _torchrun(nproc: int) -> int:
 @click.option(
     "--threshold",
     type=click.FloatRange(0, 1),
-    default=0.5,
+    default=LCOSettings.threshold,
     show_default=True,
     help="accept when requested findings ≥ it and the others < it",
 )
@@ -302,8 +309,6 @@ def sample(
     registry = load_registry(plugin_modules)
     generator, config = load_generator(weights, registry)
     if classifiers or labels or archive or judge or analyser_name:
-        from .lco import LCOSettings
-
         settings = LCOSettings(
             steps=lco_steps,
             lr=lco_lr,

@@ -8,6 +8,7 @@ import shlex
 import signal
 import sys
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -16,12 +17,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from .config import load_config
+from .distributed import check_batches_split
 from .errors import CheckpointError, GanforgeError, Interrupted
 from .images import save_grid
 from .inception import WEIGHTS_ENV
+from .interrupts import stop_with_parent
 from .lco import LCOSettings
 from .plugins import load_registry
 from .reader_study.cli import reader_study
+from .rundir import RunDir, RunLock
 
 console = Console(stderr=True)
 
@@ -156,8 +160,6 @@ def build(
         raise click.UsageError("give --steps or --epochs, not both")
     if resume is not None and overwrite:
         raise click.UsageError("give --resume or --overwrite, not both")
-    if nproc > 1 and "WORLD_SIZE" not in os.environ and not dry_run:
-        sys.exit(_torchrun(nproc))
     sets = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
     sets += ([f"train.precision={precision}"] if precision else []) + (["train.compile=true"] if compile_ else [])
     config, registry = load_config(config_path, load_registry, sets)
@@ -165,12 +167,32 @@ def build(
         for table in architecture_tables(build_gan(config.model, registry), config.model.latent_dim):
             _stdout().print(table)
         return
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        check_batches_split(config, registry, nproc)  # here, not in every rank after torchrun started
+        sys.exit(_torchrun(nproc))
+    stop_with_parent()  # a sweep's row ends when its sweep does, however the sweep ended
+    if resume is not None:
+        RunDir(resume).require_run()  # before the lock creates anything at a mistyped path
     out = out or resume or Path("runs") / config.name
-    trainer = Trainer(config, registry, out, device=device, console=console)
-    same_dir = resume is not None and Path(resume).resolve() == Path(out).resolve()
+    main_rank = os.environ.get("RANK", "0") == "0"
+    with RunLock(out) if main_rank else nullcontext():  # one training process per run directory
+        if main_rank:
+            RunDir(out).prepare(resume=resume is not None and _same(resume, out), overwrite=overwrite, warn=_warn)
+        trainer = Trainer(config, registry, out, device=device, console=console)
+        _train(trainer, config_path, out, resume, steps, epochs, no_eval, device, sets)
+
+
+def _same(a: Path, b: Path) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _warn(message: str) -> None:
+    console.print(f"[yellow]warning[/]: {message}")
+
+
+def _train(trainer, config_path, out, resume, steps, epochs, no_eval, device, sets) -> None:
+    """Resume (or not), train, and on a signal print the command that resumes the run."""
     try:
-        if trainer.dist.is_main:
-            trainer.run.prepare(resume=same_dir, overwrite=overwrite, warn=trainer.warn)
         trainer.dist.barrier()
         if resume is not None:
             trainer.resume(resume)
@@ -182,6 +204,9 @@ def build(
         again = ["ganforge", "build", str(config_path), "--resume", str(out)]
         again += [f"--set={item}" for item in sets] + ([f"--steps={steps}"] if steps is not None else [])
         again += [f"--epochs={epochs}"] if epochs is not None else []
+        again += ["--no-eval"] if no_eval else []
+        again += [f"--device={device}"] if device != "auto" else []
+        again += [f"--nproc={trainer.dist.world}"] if trainer.dist.active else []
         if exc.checkpoint_step == exc.step:
             state = ""
         elif exc.checkpoint_step is None:

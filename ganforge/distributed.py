@@ -25,7 +25,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .config import Config
 from .errors import GanforgeError
+from .kinds import Growing
+from .registry import Registry
 
 MAX_DIMS = 8  # of a tensor passed to Distributed.gather
 
@@ -140,3 +143,23 @@ class Distributed:
     def close(self) -> None:
         if self.active and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def check_batches_split(config: Config, registry: Registry, world: int) -> None:
+    """Refuse, before torchrun starts ``world`` processes, a batch size that does not split over them.
+
+    A growing model's every stage's batch size is checked (its schedule is known before training).
+    """
+    from .assembly import build_connection
+
+    sizes = {config.train.batch_size}
+    connection = build_connection(config.model, registry)
+    if isinstance(connection, Growing):
+        sizes |= {connection.growth(step).batch_size for step in range(connection.total_steps())}
+    bad = sorted(size for size in sizes if size % world)
+    if bad:
+        which = "train.batch_size" if bad == [config.train.batch_size] else "the growth schedule's batch sizes"
+        raise GanforgeError(
+            f"--nproc {world}: {which} ({', '.join(map(str, bad))}) do not split over {world} processes; "
+            f"use a batch size divisible by {world}"
+        )

@@ -9,8 +9,10 @@ evaluation after the final checkpoint).
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -54,3 +56,27 @@ class GracefulStop:
             yield
         finally:
             self._immediate = False
+
+
+PARENT_ENV = "GANFORGE_PARENT_PID"
+"""Set by ``ganforge sweep`` for its rows: the PID whose end must end the row too."""
+
+
+def stop_with_parent(poll_seconds: float = 0.5) -> None:
+    """When ``$GANFORGE_PARENT_PID`` is set, SIGTERM this process once that parent is gone.
+
+    A sweep's rows run in their own session (so one Ctrl-C is passed on once, not twice), so they
+    would outlive a sweep killed with SIGKILL and train beside the rerun's copy of the row. A
+    daemon thread watches the parent; SIGTERM makes the row write a checkpoint and stop as usual.
+    """
+    raw = os.environ.get(PARENT_ENV, "")
+    if not raw.isdigit():
+        return
+    parent = int(raw)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()

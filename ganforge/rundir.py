@@ -14,12 +14,19 @@
 A checkpoint is one file written to a temporary name, fsynced and renamed, so a reader sees the old
 complete checkpoint or the new complete one and never a mixture, whenever the writer is killed.
 Resuming takes the newest checkpoint whose checksum and step agree, and falls back to the one
-before (with a warning naming what was wrong) otherwise.
+before (with a warning naming what was wrong) otherwise. When none verifies, or the checkpoints are
+gone although the run exported weights, resuming is refused and nothing is touched: under a
+cluster's requeue loop a silent restart from step 0 would throw the run away.
+
+One process at a time trains in a folder: :class:`RunLock` holds an OS lock (``flock``) on
+``RUN/.lock`` for the life of the process, and a second one is refused with the holder's PID.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import shutil
 from collections.abc import Callable, Mapping
@@ -45,6 +52,7 @@ SAMPLES = "samples"
 HOLDOUT = "holdout.safetensors"  # which images data.holdout reserved (ganforge.holdout)
 AUDIT = "audit"  # what `ganforge evaluate --audit` writes
 STATE_KEY = "ganforge.train_state"
+LOCK = ".lock"  # flock-ed by the process training in the folder; holds its PID (never part of the run)
 _STEP_FILE = re.compile(r"^step_(\d+)\.safetensors$")
 ARTIFACTS = (
     CONFIG_FILE,
@@ -60,6 +68,88 @@ ARTIFACTS = (
 )
 
 Warn = Callable[[str], None]
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one process per folder is then up to the user
+    fcntl = None  # type: ignore[assignment]
+
+
+class RunLock:
+    """An exclusive OS lock on ``FOLDER/.lock`` held until :meth:`release` or the process ends (even by SIGKILL).
+
+    The kernel drops a ``flock`` when its holder dies, so a killed run never leaves a stale lock behind.
+    """
+
+    def __init__(self, folder: str | Path, what: str = "--out"):
+        self.folder, self.what = Path(folder), what
+        self._fd: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.folder / LOCK
+
+    def acquire(self) -> RunLock:
+        """Take the lock, or raise :class:`GanforgeError` naming the process that holds it."""
+        if fcntl is None or self._fd is not None:
+            return self
+        if self.folder.exists() and not self.folder.is_dir():
+            raise GanforgeError(f"{self.what} {self.folder}: exists and is not a folder")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            pid = holder_pid(self.path)
+            who = f"PID {pid}" if pid else "another process"
+            raise GanforgeError(
+                f"{self.what} {self.folder}: {who} is already running there; wait for it to end or stop it "
+                "(one process per run directory)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def holder_pid(lock: Path) -> int | None:
+    """The PID written in a lock file (None when unreadable)."""
+    try:
+        return int(lock.read_text(encoding="ascii").strip() or "0") or None
+    except (OSError, ValueError):
+        return None
+
+
+def lock_holder(folder: str | Path) -> int | None:
+    """PID holding ``folder``'s lock (0 when its PID is unknown), or None when the lock is free."""
+    path = Path(folder) / LOCK
+    if fcntl is None or not path.is_file():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return holder_pid(path) or 0
+    finally:
+        os.close(fd)
+    return None
 
 
 @dataclass
@@ -96,6 +186,12 @@ class RunDir:
     def is_run(self) -> bool:
         """Does the folder already hold (part of) a ganforge run?"""
         return any((self.path / name).exists() for name in (CONFIG_FILE, CHECKPOINTS, METRICS))
+
+    def require_run(self, option: str = "--resume") -> None:
+        if not self.is_run():
+            raise CheckpointError(
+                f"{option} {self.path}: not a ganforge run directory (no {CONFIG_FILE} or checkpoints/)"
+            )
 
     def prepare(self, *, resume: bool, overwrite: bool, warn: Warn) -> None:
         """Claim the folder for training: refuse to write over a run by accident; clean a killed run's debris."""
@@ -163,15 +259,44 @@ class RunDir:
         return Checkpoint(path, step, tensors, state, meta)
 
     def latest_checkpoint(self, warn: Warn) -> Checkpoint | None:
-        """The newest checkpoint that verifies; damaged ones are renamed ``*.bad`` with a warning."""
+        """The newest checkpoint that verifies; None when the run never wrote one (killed before it).
+
+        Damaged checkpoints newer than the one returned are renamed ``*.bad`` with a warning. When none
+        verifies, or none is left although the run exported weights (``checkpoints/`` deleted), a
+        :class:`CheckpointError` names what is wrong and no file is renamed or changed.
+        """
+        damaged: list[tuple[Path, CheckpointError]] = []
         for step in self.checkpoint_steps():
             try:
-                return self.read_checkpoint(step)
+                checkpoint = self.read_checkpoint(step)
             except CheckpointError as exc:
-                path = self.checkpoint_path(step)
+                damaged.append((self.checkpoint_path(step), exc))
+                continue
+            for path, exc in damaged:
                 path.replace(path.with_suffix(".bad"))
                 warn(f"skipping a damaged checkpoint ({exc}); kept as {path.with_suffix('.bad').name}")
+            return checkpoint
+        advice = (
+            "nothing was changed; restore a checkpoint from a backup into "
+            f"{self.checkpoints}, or start again with --out {self.path} --overwrite"
+        )
+        if damaged:
+            reasons = "; ".join(str(exc) for _, exc in damaged)
+            raise CheckpointError(f"--resume {self.path}: no checkpoint verifies ({reasons}); {advice}")
+        trace = self._trained_before()
+        if trace:
+            raise CheckpointError(f"--resume {self.path}: no checkpoint in {self.checkpoints}, but {trace}; {advice}")
         return None
+
+    def _trained_before(self) -> str:
+        """What shows that the run had written a checkpoint once ('' when nothing does)."""
+        bad = sorted(self.checkpoints.glob("*.bad")) if self.checkpoints.is_dir() else []
+        if bad:
+            return f"{bad[-1].name} was set aside as damaged earlier"
+        exported = [name for name in (GENERATOR, GENERATOR_EMA, DISCRIMINATOR) if (self.path / name).is_file()]
+        if exported:
+            return f"the run exported {exported[0]}, which is written after a checkpoint (were checkpoints deleted?)"
+        return ""
 
     def export(self, name: str, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> None:
         """A top-level weights file (what users sample from)."""

@@ -342,11 +342,11 @@ class Trainer:
     def resume(self, run: str | Path) -> None:
         """Continue from the newest verified checkpoint in ``run``; its config must match ours.
 
-        A run folder that holds no complete checkpoint yet (killed before the first one) starts at step 0.
+        A run folder that never wrote a checkpoint (killed before the first one) starts at step 0; one
+        whose checkpoints are all damaged or gone is refused (:meth:`RunDir.latest_checkpoint`).
         """
         source = RunDir(run)
-        if not source.is_run():
-            raise CheckpointError(f"--resume {run}: not a ganforge run directory (no {CONFIG_FILE} or checkpoints/)")
+        source.require_run()
         checkpoint = source.latest_checkpoint(self.warn)
         if checkpoint is None:
             self._same_experiment(run, self._saved_config(source))
@@ -467,9 +467,9 @@ class Trainer:
         training. SIGINT/SIGTERM end the current step, write a checkpoint and raise
         :class:`~ganforge.errors.Interrupted`.
         """
-        if self.dist.is_main:
-            atomic_write(self.out / CONFIG_FILE, dump_toml(self.config))
         self.console.print(f"[bold]{self.config.name}[/]: data = {self.data.description}")
+        if self.dist.is_main:  # after the data loaded: a start that fails on bad data leaves no run behind
+            atomic_write(self.out / CONFIG_FILE, dump_toml(self.config))
         if self.split is not None and self.dist.is_main:
             self._record_holdout(self.split)
         if isinstance(self.gan.connection, Growing):

@@ -24,7 +24,7 @@ from ganforge.config import dump_toml, load_config
 from ganforge.errors import CheckpointError, GanforgeError, Interrupted, TrainingStopped
 from ganforge.interrupts import GracefulStop
 from ganforge.plugins import load_registry
-from ganforge.rundir import CHECKPOINTS, GENERATOR_EMA, METRICS, RunDir
+from ganforge.rundir import CHECKPOINTS, GENERATOR_EMA, LOCK, METRICS, RunDir
 from ganforge.sampling import load_generator
 from ganforge.training import Trainer
 
@@ -165,6 +165,70 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_zero(tiny, t
     trainer.warn = warnings.append
     trainer.resume(run.path)
     assert trainer.step == 0 and "no complete checkpoint yet" in warnings[-1]
+
+
+def files_of_the_run(folder: Path) -> dict[str, bytes]:
+    """Every file's bytes but the lock's (which holds the PID of whoever opened the folder last)."""
+    return {name: data for name, data in snapshot(folder).items() if name != LOCK}
+
+
+@pytest.mark.parametrize("damage", ["both checkpoints damaged", "checkpoints deleted"])
+def test_resume_refuses_when_no_checkpoint_verifies_and_changes_nothing(tmp_path, damage):
+    config = write_tiny(tmp_path)
+    run = tmp_path / "run"
+    assert cli("build", config, "--out", run, "--steps", 4, "--no-eval").exit_code == 0
+    if damage == "checkpoints deleted":
+        for path in (run / CHECKPOINTS).iterdir():
+            path.unlink()
+    else:
+        for path in (run / CHECKPOINTS).iterdir():
+            data = bytearray(path.read_bytes())
+            data[-5] ^= 0xFF
+            path.write_bytes(bytes(data))
+    before = files_of_the_run(run)
+    line = one_line_error(cli("build", config, "--resume", run, "--steps", 6, "--no-eval"), 2)
+    expected = "no checkpoint verifies" if damage == "both checkpoints damaged" else "were checkpoints deleted?"
+    assert expected in line and f"--out {run} --overwrite" in line and "nothing was changed" in line
+    if damage == "both checkpoints damaged":
+        assert "step_0000004.safetensors: checksum mismatch" in line and "step_0000002.safetensors" in line
+    assert files_of_the_run(run) == before
+    assert cli("build", config, "--out", run, "--steps", 2, "--no-eval", "--overwrite").exit_code == 0
+
+
+def test_a_second_process_on_a_run_directory_is_refused_with_the_holders_pid(tmp_path):
+    config = write_tiny(tmp_path)
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import sys, time; from ganforge.rundir import RunLock; RunLock({str(run)!r}).acquire(); "
+            "print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        line = one_line_error(cli("build", config, "--out", run, "--steps", 2), 2)
+        assert f"PID {holder.pid} is already running there" in line and str(run) in line
+        assert sorted(p.name for p in run.iterdir()) == [LOCK]  # nothing built, nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli("build", config, "--out", run, "--steps", 2, "--no-eval").exit_code == 0  # the kernel dropped it
+
+
+def test_a_start_that_fails_on_bad_data_leaves_nothing_that_blocks_the_retry(tmp_path):
+    config = write_tiny(tmp_path)
+    run, empty = tmp_path / "run", tmp_path / "no-images"
+    empty.mkdir()
+    bad = cli(
+        "build", config, "--out", run, "--steps", 2, "--set", "data.name=image_folder", "--set", f"data.root={empty}"
+    )
+    assert "no images" in one_line_error(bad, 2)
+    assert not RunDir(run).is_run()
+    assert cli("build", config, "--out", run, "--steps", 2, "--no-eval").exit_code == 0
 
 
 # --------------------------------------------------------------------------- signals

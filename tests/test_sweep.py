@@ -18,7 +18,7 @@ from pool_features import POOL
 from ganforge.config import load_config
 from ganforge.errors import ConfigError
 from ganforge.plugins import load_registry
-from ganforge.rundir import RunDir
+from ganforge.rundir import RunDir, lock_holder
 from ganforge.sweep import load_sweep
 from ganforge.sweep.results import FIGURES, table2_columns
 
@@ -166,3 +166,51 @@ def test_a_table2_row_switches_to_real_data_with_set(tmp_path):
     config, _ = load_config(EXAMPLES / "samgan.toml", load_registry, [*row.overrides, *switch])
     assert config.data.name == "image_folder" and config.data.root == str(tmp_path)
     assert "size" not in config.data.params  # the phantom's keys went with it
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_with_sigkill_takes_its_row_along_and_the_rerun_trains_it_once(tmp_path):
+    """SIGKILL reaches no handler: the row notices its sweep is gone, checkpoints and stops (no orphan)."""
+    sweep = write_sweep(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "GANFORGE_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "ganforge", "sweep", str(sweep), "--out", "T", "--steps", "60", "--only", "plain"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    row = tmp_path / "T" / "plain"
+    deadline = time.monotonic() + 300
+    while not list((row / "checkpoints").glob("step_*.safetensors")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    holder = lock_holder(row)
+    assert holder and holder != process.pid  # the row's own build process holds its folder
+    process.kill()
+    process.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    while lock_holder(row) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert lock_holder(row) is None, "the row outlived its sweep"
+    deadline = time.monotonic() + 30
+    while running(holder) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running(holder)
+    stopped_at = RunDir(row).checkpoint_steps()[0]
+    assert stopped_at < 60
+    ganforge(tmp_path, "sweep", sweep, "--out", "T", "--steps", 60, "--only", "plain")
+    steps = [r["step"] for r in RunDir(row).read_metrics() if "loss_d" in r]
+    assert steps == list(range(1, 61))  # one ordered log: nothing trained twice, nothing lost
+    assert rows_of(tmp_path / "T")["plain"]["state"] == "done"
+
+
+def running(pid: int) -> bool:
+    """Is ``pid`` a live process (a zombie waiting for a reaper that never comes is not)?"""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_a_row_killed_by_a_signal_says_which_and_why():
+    from ganforge.sweep.runner import killed_by
+
+    assert killed_by(signal.SIGKILL).startswith("killed by SIGKILL: most often the kernel's out-of-memory killer")
+    assert killed_by(signal.SIGSEGV).startswith("killed by SIGSEGV: a crash")
+    assert killed_by(signal.SIGUSR1) == "killed by SIGUSR1: sent by another process"

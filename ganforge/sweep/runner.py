@@ -5,7 +5,10 @@ overrides and steps it finished with) and is rewritten atomically after each one
 same command again skips finished rows and resumes interrupted ones from their checkpoints. A
 row that fails (a bad override, a diverged run) is reported by name with its one-line error while
 the others run. Row processes run in their own session: a signal reaches the sweep, which passes
-it on once to every running row (they checkpoint and stop) and then stops.
+it on once to every running row (they checkpoint and stop) and then stops. A row also stops (with a
+checkpoint) when its sweep ends any other way, SIGKILL included (:func:`ganforge.interrupts.stop_with_parent`),
+and a row whose directory is still held by a previous sweep's process waits for it to end, so a
+rerun never trains one row twice at once. One sweep process at a time runs in a sweep directory.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -28,8 +32,8 @@ from rich.table import Table
 
 from ..checkpoint import atomic_write
 from ..errors import Interrupted
-from ..interrupts import GracefulStop
-from ..rundir import RunDir
+from ..interrupts import PARENT_ENV, GracefulStop
+from ..rundir import RunDir, RunLock, lock_holder
 from .spec import Row, Sweep
 
 STATE_FILE = "sweep.json"
@@ -139,11 +143,27 @@ class SweepRunner:
             command.append(f"--set={item}")
         return command
 
+    def _wait_for_previous(self, run: RowRun) -> bool:
+        """Wait while another process (a killed sweep's row, finishing its checkpoint) holds the row's folder."""
+        announced = False
+        while (pid := lock_holder(run.directory)) is not None:
+            if self._stopping:
+                return False
+            if not announced:
+                run.message = f"waiting for PID {pid or '?'}, which still runs in {run.directory}"
+                self._announce(run)
+                announced = True
+            time.sleep(0.2)
+        run.message = ""
+        return True
+
     def _run_row(self, run: RowRun, slots: queue.Queue) -> None:
         if self._stopping:
             return
         env = slots.get()
         try:
+            if not self._wait_for_previous(run):
+                return
             log = self.out / LOGS / f"{run.row.name}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             command = self.command(run)
@@ -156,7 +176,7 @@ class SweepRunner:
                     command,
                     stdout=handle,
                     stderr=subprocess.STDOUT,
-                    env={**os.environ, **env, "COLUMNS": "120"},
+                    env={**os.environ, **env, "COLUMNS": "120", PARENT_ENV: str(os.getpid())},
                     start_new_session=True,  # a Ctrl-C reaches the sweep, which passes it on once
                 )
                 code = run.process.wait()
@@ -165,6 +185,8 @@ class SweepRunner:
                 run.state = "done"
             elif code >= 128 and self._stopping:
                 run.state, run.message = "interrupted", "stopped with the sweep; it resumes next time"
+            elif code < 0:  # killed by a signal it could not handle
+                run.state, run.message = "failed", killed_by(-code)
             else:
                 run.state, run.message = "failed", _last_error(log) or f"exit code {code}"
             self._record(run)
@@ -176,7 +198,10 @@ class SweepRunner:
 
     def run(self, rows: list[Row]) -> list[RowRun]:
         """Run ``rows`` (finished ones are skipped); raises Interrupted after a signal, once rows have stopped."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        with RunLock(self.out, "sweep directory"):
+            return self._run(rows)
+
+    def _run(self, rows: list[Row]) -> list[RowRun]:
         runs = [RowRun(row, self.out / row.name) for row in rows]
         for run in runs:
             if self.finished(run.row):
@@ -241,3 +266,18 @@ def _last_error(log: Path) -> str:
     lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     return (errors or lines or [""])[-1].removeprefix("error: ")
+
+
+def killed_by(signum: int) -> str:
+    """What a row killed by ``signum`` tells the user, with the likely cause."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    causes = {
+        signal.SIGKILL: "most often the kernel's out-of-memory killer (see `dmesg`); lower the batch size or "
+        "--jobs, or run it again: it resumes from its last checkpoint",
+        signal.SIGSEGV: "a crash inside a native library (PyTorch, a driver)",
+        signal.SIGBUS: "a memory-mapped file changed or the disk filled",
+    }
+    return f"killed by {name}: {causes.get(signum, 'sent by another process')}"

@@ -1,5 +1,5 @@
 """``python -m ganforge`` (and ``torchrun ... -m ganforge build ...``): the ``ganforge`` command."""
 
-from .cli import main
+from .launch import main
 
 main()

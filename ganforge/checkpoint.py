@@ -8,9 +8,11 @@ of producing silently wrong images. Nothing is ever pickled.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from . import jsontext
 from .errors import CheckpointError
 
 FORMAT = "ganforge-1"
@@ -110,7 +113,17 @@ def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata
     plain = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta[CHECKSUM] = checksum(plain, meta)
     with replacing(Path(path)) as tmp:
-        save_file(plain, tmp, metadata=meta)
+        try:
+            save_file(plain, tmp, metadata=meta)
+        except SafetensorError as exc:  # a full disk arrives as this, which is no OSError
+            raise _os_error(exc, Path(path)) from exc
+
+
+def _os_error(exc: SafetensorError, path: Path) -> OSError:
+    """The OSError inside a safetensors write error ("... (os error 28)"), naming ``path``."""
+    found = re.search(r"os error (\d+)", str(exc))
+    code = int(found.group(1)) if found else errno.EIO
+    return OSError(code, os.strerror(code) if found else str(exc), str(path))
 
 
 @dataclass(frozen=True)
@@ -125,7 +138,7 @@ class Header:
         if key not in self.metadata:
             raise CheckpointError(f"{path}: no '{key}' in its metadata; was it written by ganforge?")
         try:
-            return json.loads(self.metadata[key])
+            return jsontext.loads(self.metadata[key])
         except ValueError as exc:
             raise CheckpointError(f"{path}: metadata '{key}' is not valid JSON ({exc})") from None
 

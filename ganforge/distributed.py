@@ -160,6 +160,6 @@ def check_batches_split(config: Config, registry: Registry, world: int) -> None:
     if bad:
         which = "train.batch_size" if bad == [config.train.batch_size] else "the growth schedule's batch sizes"
         raise GanforgeError(
-            f"--nproc {world}: {which} ({', '.join(map(str, bad))}) do not split over {world} processes; "
+            f"--nproc {world}: {which} ({', '.join(map(str, bad))}) cannot be split over {world} processes; "
             f"use a batch size divisible by {world}"
         )

@@ -43,7 +43,7 @@ def plugin_manager(modules: Iterable[str] = (), only: Iterable[str] | None = Non
             )
         try:
             module = ep.load()
-        except Exception as exc:  # a broken third-party plugin must name itself
+        except (Exception, SystemExit) as exc:  # a broken third-party plugin must name itself
             raise GanforgeError(f"plugin {ep.name!r} ({ep.value}) failed to import: {_describe(exc)}") from exc
         loaded[ep.name] = ep
         if not pm.is_registered(module):  # two entry points naming one module register it once
@@ -53,7 +53,7 @@ def plugin_manager(modules: Iterable[str] = (), only: Iterable[str] | None = Non
             continue
         try:
             module = importlib.import_module(path)
-        except Exception as exc:  # ImportError, but also whatever the module raises while it runs
+        except (Exception, SystemExit) as exc:  # ImportError, but also whatever the module raises while it runs
             raise GanforgeError(f"plugin module {path!r} cannot be imported: {_describe(exc)}") from exc
         if any(module is plugin for plugin in pm.get_plugins()):
             continue
@@ -67,6 +67,8 @@ def _origin(ep: metadata.EntryPoint) -> str:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):  # sys.exit() at import must not end ganforge with the plugin's code
+        return f"it called sys.exit({exc.code!r}) while being imported"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 

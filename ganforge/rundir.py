@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from . import jsontext
 from .checkpoint import atomic_write, load_tensors, remove_temporaries, save_tensors
 from .errors import CheckpointError, GanforgeError
 
@@ -165,7 +166,7 @@ class Checkpoint:
     def config(self) -> dict[str, Any]:
         """The resolved config the run was trained with."""
         try:
-            config = json.loads(self.metadata.get("ganforge.config", "{}"))
+            config = jsontext.loads(self.metadata.get("ganforge.config", "{}"))
         except ValueError:
             raise CheckpointError(f"{self.path}: metadata 'ganforge.config' is not valid JSON") from None
         return config if isinstance(config, dict) else {}
@@ -251,7 +252,7 @@ class RunDir:
         if STATE_KEY not in meta:
             raise CheckpointError(f"{path}: no '{STATE_KEY}' in its metadata")
         try:
-            state = json.loads(meta[STATE_KEY])
+            state = jsontext.loads(meta[STATE_KEY])
         except ValueError:
             raise CheckpointError(f"{path}: metadata '{STATE_KEY}' is not valid JSON") from None
         if not isinstance(state, dict) or state.get("step") != step:
@@ -316,7 +317,7 @@ class RunDir:
         records, torn = [], []
         for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             try:
-                record = json.loads(line)
+                record = jsontext.loads(line)
             except ValueError:
                 record = None
             if isinstance(record, dict) and isinstance(record.get("step"), int):

@@ -47,7 +47,7 @@ def one_line_error(result, code: int) -> str:
 def ganforge_process(*args, kill: tuple[int, str] | None = None, cwd: Path, **popen):
     """``ganforge ARGS`` in a child process (optionally SIGKILLed at a write, see tests/killer.py)."""
     head = [sys.executable, str(TESTS / "killer.py"), str(kill[0]), kill[1]] if kill else [sys.executable, "-m"]
-    command = head + ([] if kill else ["ganforge.cli"]) + [str(a) for a in args]
+    command = head + ([] if kill else ["ganforge"]) + [str(a) for a in args]
     env = {**os.environ, "PYTHONPATH": str(TESTS), "COLUMNS": "200"}
     return subprocess.Popen(
         command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
@@ -262,6 +262,19 @@ def test_a_signal_ends_the_step_writes_a_checkpoint_and_prints_how_to_resume(tmp
     assert f"step {step} → {step + 1}" in resumed.stderr.read()
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("delay", [0.3, 1.0])
+def test_a_signal_while_the_command_starts_is_one_line(tmp_path, signum, delay):
+    """Loading torch & co. takes seconds: a signal then is no traceback (SIGINT) and no silent end (SIGTERM)."""
+    process = ganforge_process("build", write_tiny(tmp_path), "--out", tmp_path / "run", cwd=tmp_path)
+    time.sleep(delay)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, stderr
+    lines = stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: ") and "Traceback" not in stderr, stderr
+
+
 def test_graceful_stop_defers_the_first_signal_and_aborts_on_the_second():
     previous = signal.getsignal(signal.SIGINT)
     with GracefulStop() as stop:
@@ -463,10 +476,14 @@ def test_output_files_get_the_permissions_of_the_umask(tiny, tmp_path):
 BROKEN_PLUGINS = {
     "raises_runtime": "raise RuntimeError('no GPU found at import')\n",
     "bad_syntax": "def broken(:\n",
+    "exits": "import sys\nsys.exit(3)\n",
 }
 
 
-@pytest.mark.parametrize("module, shown", [("raises_runtime", "RuntimeError: no GPU"), ("bad_syntax", "SyntaxError")])
+@pytest.mark.parametrize(
+    "module, shown",
+    [("raises_runtime", "RuntimeError: no GPU"), ("bad_syntax", "SyntaxError"), ("exits", "it called sys.exit(3)")],
+)
 def test_a_plugin_module_that_fails_to_import_is_one_line(tmp_path, monkeypatch, module, shown):
     (tmp_path / f"{module}.py").write_text(BROKEN_PLUGINS[module])
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -525,6 +542,71 @@ def test_output_errors_are_one_line_exit_1(weights, tmp_path, monkeypatch):
     monkeypatch.setattr(ganforge.export, "atomic_write", disk_full)
     line = one_line_error(cli("sample", "--weights", weights, "-n", 1, "--out", tmp_path / "png"), 1)
     assert line.endswith("sample_00000.png: No space left on device")
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """safetensors reports ENOSPC as its own SafetensorError (no OSError); it reads as the OSError it is."""
+    import ganforge.checkpoint
+    from safetensors import SafetensorError
+
+    real = ganforge.checkpoint.save_file
+
+    def full_disk(tensors, path, metadata):
+        if "checkpoints" in str(path):
+            Path(path).write_bytes(b"half a checkpoint")
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        real(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(ganforge.checkpoint, "save_file", full_disk)
+    run = tmp_path / "run"
+    line = one_line_error(cli("build", write_tiny(tmp_path), "--out", run, "--steps", 2, "--no-eval"), 1)
+    assert line.endswith("step_0000002.safetensors: No space left on device")
+    assert list((run / CHECKPOINTS).iterdir()) == []  # the torn temporary file was removed
+
+
+def test_nproc_with_a_batch_that_does_not_split_is_refused_before_torchrun(tmp_path, monkeypatch):
+    import subprocess as launched
+
+    monkeypatch.setattr(launched, "call", lambda *a, **k: pytest.fail("torchrun was started"))
+    line = one_line_error(cli("build", write_tiny(tmp_path), "--out", tmp_path / "run", "--nproc", 3), 2)
+    assert line == (
+        "error: --nproc 3: train.batch_size (8) cannot be split over 3 processes; use a batch size divisible by 3"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def deep_json(depth: int = 100_000) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_deeply_nested_json_in_weights_metadata_is_one_line(weights, tmp_path):
+    tensors, meta = load_tensors(weights)
+    kept = {k: v for k, v in meta.items() if k not in ("format", "ganforge.checksum")}
+    crafted = tmp_path / "deep.safetensors"
+    save_tensors(crafted, tensors, {**kept, "ganforge.config": deep_json()})
+    line = one_line_error(cli("sample", "--weights", crafted, "-n", 1, "--out", tmp_path / "png"), 2)
+    assert "metadata 'ganforge.config' is not valid JSON (JSON nested too deeply)" in line
+    parseable = json.loads(kept["ganforge.config"])  # deep, but within what the parser takes
+    parseable["model"]["generator"]["attention"] = {"name": "self_attention", "x": json.loads(deep_json(500))}
+    save_tensors(crafted, tensors, {**kept, "ganforge.config": json.dumps(parseable)})
+    one_line_error(cli("sample", "--weights", crafted, "-n", 1, "--out", tmp_path / "png"), 2)
+
+
+def test_deeply_nested_json_in_a_checkpoints_train_state_falls_back_to_the_previous_one(tmp_path):
+    config = write_tiny(tmp_path)
+    run = tmp_path / "run"
+    assert cli("build", config, "--out", run, "--steps", 4, "--no-eval").exit_code == 0
+    newest = run / CHECKPOINTS / "step_0000004.safetensors"
+    tensors, meta = load_tensors(newest)
+    kept = {k: v for k, v in meta.items() if k not in ("format", "ganforge.checksum")}
+    save_tensors(newest, tensors, {**kept, "ganforge.train_state": deep_json()})
+    result = cli("build", config, "--resume", run, "--steps", 4, "--no-eval")
+    assert result.exit_code == 0 and "Traceback" not in result.output
+    assert "ganforge.train_state' is not valid JSON" in result.output and "step_0000004.bad" in result.output
+    for path in (run / CHECKPOINTS).glob("step_*.safetensors"):
+        save_tensors(path, tensors, {**kept, "ganforge.train_state": deep_json()})
+    line = one_line_error(cli("build", config, "--resume", run, "--steps", 4, "--no-eval"), 2)
+    assert "no checkpoint verifies" in line
 
 
 def test_asking_for_more_samples_than_the_disk_holds_is_refused_up_front(weights, tmp_path):

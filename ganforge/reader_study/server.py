@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import jsontext
 from ..errors import GanforgeError
 from .store import AnswerRefused, Reader, Store, normalise_code
 from .study import Study
@@ -207,7 +208,7 @@ class ReadingApp:
 
 async def _json(request: Request) -> object:
     try:
-        return json.loads(await request.body())
+        return jsontext.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
+from .. import jsontext
 from ..checkpoint import atomic_write
 from ..errors import CheckpointError
 from ..plots import plot_sweep
@@ -90,7 +90,7 @@ def collect(out: Path) -> list[RowResult]:
 def _state(out: Path) -> dict[str, Any]:
     path = out / STATE_FILE
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
+        state = jsontext.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{out}: not a sweep directory (no {STATE_FILE})") from None
     except ValueError:

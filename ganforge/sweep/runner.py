@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from .. import jsontext
 from ..checkpoint import atomic_write
 from ..errors import Interrupted
 from ..interrupts import PARENT_ENV, GracefulStop
@@ -104,7 +105,7 @@ class SweepRunner:
     def state(self) -> dict[str, Any]:
         path = self.out / STATE_FILE
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = jsontext.loads(path.read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             return {"rows": {}}
         return data if isinstance(data.get("rows"), dict) else {"rows": {}}

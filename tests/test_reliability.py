@@ -546,8 +546,9 @@ def test_output_errors_are_one_line_exit_1(weights, tmp_path, monkeypatch):
 
 def test_a_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_temporary(tmp_path, monkeypatch):
     """safetensors reports ENOSPC as its own SafetensorError (no OSError); it reads as the OSError it is."""
-    import ganforge.checkpoint
     from safetensors import SafetensorError
+
+    import ganforge.checkpoint
 
     real = ganforge.checkpoint.save_file
 

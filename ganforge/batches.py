@@ -98,6 +98,9 @@ class Prefetcher:
                 prefetch_factor=PREFETCH,
                 pin_memory=self.pin,
                 multiprocessing_context="fork",
+                # Its own generator: the loader draws its workers' base seed when it starts, and a draw
+                # from the global RNG there would shift the step's flips and latents (see training.py).
+                generator=torch.Generator().manual_seed(mix_seed(self.order.seed, step, 4)),
             )
             self._stream = iter(loader)
         self._next = step + 1

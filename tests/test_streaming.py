@@ -91,10 +91,11 @@ def test_the_1024_pggan_recipe_starts_training_from_a_folder(tmp_path, cache):
 def test_batches_read_ahead_by_workers_equal_the_in_memory_ones(tiny, tmp_path, monkeypatch):
     config, registry = tiny  # 48 images, batch 8: step 6 starts the second epoch
     in_memory = Trainer(config, registry, tmp_path / "a", device="cpu")
-    monkeypatch.setattr(training, "DEVICE_DATA_LIMIT", 0)  # every set now streams
+    expected = [in_memory._batch(step) for step in range(9)]  # loads the set: it stays in memory
+    monkeypatch.setattr(training, "DEVICE_DATA_LIMIT", 0)  # every set loaded from now on streams
     streamed = Trainer(config, registry, tmp_path / "b", device="cpu")
-    expected = [in_memory._batch(step) for step in range(9)]
     assert streamed._batch(0).shape == (8, 1, 16, 16) and streamed._reader.workers == 2
+    assert in_memory._reader is None
     for step in [1, 2, 3, 4, 5, 6, 7, 2, 3, 8]:  # in order, then back (a resume restarts the readers)
         assert torch.equal(streamed._batch(step), expected[step]), step
     assert not torch.equal(expected[0], expected[6])  # a new epoch, a new order

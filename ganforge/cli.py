@@ -328,7 +328,7 @@ def sample(
     The file is loaded as untrusted data: no module it names is imported (pass --plugin for those you trust).
     """
     from .export import GRID_LIMIT, write_samples
-    from .sampling import load_generator, sample_stream
+    from .sampling import load_generator, sample_stream, warn_if_constant
     from .training import select_device
 
     registry = load_registry(plugin_modules)
@@ -362,7 +362,7 @@ def sample(
         )
         return
     stream = sample_stream(generator, count, seed, batch_size, select_device(device))
-    first = write_samples(stream, count, out)
+    first = write_samples(warn_if_constant(stream, _warn, str(weights)), count, out)
     if grid is not None:
         shown = f"the first {GRID_LIMIT} of " if count > GRID_LIMIT else ""
         save_grid(first, grid, f"{weights.name}: {shown}{count} samples, seed {seed}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -61,3 +61,24 @@ def sample_stream(
     """``generate`` over ``latents(n, …, seed)`` drawn block by block: memory of one block, any ``n``."""
     for z in latent_blocks(n, generator.latent_dim, seed):
         yield from generate(generator, z, batch_size, device)
+
+
+def constant_images(batch: torch.Tensor) -> int:
+    """How many images of a batch are one flat value throughout (what a blown-up or dead generator gives)."""
+    flat = batch.reshape(len(batch), -1)
+    return int((flat.amax(1) == flat.amin(1)).sum())
+
+
+def warn_if_constant(
+    batches: Iterator[torch.Tensor], warn: Callable[[str], None], source: str
+) -> Iterator[torch.Tensor]:
+    """Pass ``batches`` on, warning once when every image of a batch is constant."""
+    warned = False
+    for batch in batches:
+        if not warned and len(batch) and constant_images(batch) == len(batch):
+            warn(
+                f"{source}: a whole batch of {len(batch)} images came out constant (one flat value each, e.g. all "
+                "black): the generator has blown up or died; sample an earlier checkpoint's weights"
+            )
+            warned = True
+        yield batch

@@ -27,7 +27,7 @@ from .batches import DataOrder, Prefetcher
 from .checkpoint import atomic_write, load_state, optimizer_tensors, read_header, restore_optimizer, save_module
 from .config import Config, dump_toml
 from .distributed import Distributed
-from .divergence import FiniteCheck, gradient_norm
+from .divergence import DivergenceCheck, gradient_norm
 from .errors import CheckpointError, GanforgeError, Interrupted
 from .evaluation import EvalContext, as_record, run_metrics, subset
 from .holdout import Split
@@ -136,7 +136,7 @@ class Trainer:
 
     Files go through :class:`~ganforge.rundir.RunDir`, signals through
     :class:`~ganforge.interrupts.GracefulStop`, non-finite values through
-    :class:`~ganforge.divergence.FiniteCheck`; this class holds the networks and the loop.
+    :class:`~ganforge.divergence.DivergenceCheck`; this class holds the networks and the loop.
     """
 
     def __init__(
@@ -163,7 +163,7 @@ class Trainer:
         d_optim = config.optim_d or config.optim
         self.opt_d = registry.build("optimizer", d_optim.name, d_optim.params, parameters=self.D.parameters())
         self.augment = [registry.build("augment", a.name, a.params) for a in config.augment]
-        self.finite = FiniteCheck(self.device, config.train.on_nonfinite)
+        self.finite = DivergenceCheck(self.device, config.train.on_nonfinite)
         self.growing = [
             m for m in (self.gan.connection, *self.G.modules(), *self.D.modules()) if hasattr(m, "set_growth")
         ]
@@ -174,6 +174,7 @@ class Trainer:
         self.split: Split | None = None  # training part and held-out part, when data.holdout > 0
         self._reader: Prefetcher | None = None  # reads ahead when the set is too large for the device
         self.tensorboard: TensorBoard | None = None  # opened by fit() when train.tensorboard
+        self._last: tuple[list[torch.Tensor], torch.Tensor] | None = None  # last step's real pyramid and z
 
     def warn(self, message: str) -> None:
         self.console.print(f"[yellow]warning[/]: {message}")
@@ -288,7 +289,8 @@ class Trainer:
         if g_ok:
             update_ema(self.G_ema, self.G, self.ema_decay(self.step))
         self.step += 1
-        self.finite.record(self.step, loss_d, loss_g, grad_d, grad_g)
+        self.finite.record(self.step, loss_d, loss_g, grad_d, grad_g, fake[-1])
+        self._last = (real_pyramid, z)
         self.finite.count(not (d_ok and g_ok), self.step)
         return loss_d.detach(), loss_g.detach()
 
@@ -311,6 +313,7 @@ class Trainer:
 
     def save(self) -> None:
         """Write a checkpoint of this step as one unit, then refresh the top-level weights files from it."""
+        self._probe()
         self.finite.check(self.checkpoint_step)  # a diverged state never replaces a good checkpoint
         if not self.dist.is_main:  # rank 0 writes; the others only keep count
             self.checkpoint_step = self.step
@@ -332,6 +335,31 @@ class Trainer:
         )
         self.checkpoint_step = self.step
         self._export({part: net.state_dict() for part, net in nets.items()})
+
+    def _probe(self) -> None:
+        """Let the divergence check judge the weights about to be saved (their losses on the last batch,
+        their images), which no step has measured yet.
+
+        In training mode, as the next step would see them (eval-mode spectral norm, with its stale
+        vectors, hides a blow-up); the buffers that forward passes update (spectral norm's vectors)
+        are put back afterwards, so the probe changes nothing that is saved or trained.
+        """
+        if self._last is None:  # nothing trained since the weights were loaded
+            return
+        real, z = self._last
+        buffers = [b for net in (self.G, self.D) for b in net.buffers()]
+        kept = [b.clone() for b in buffers]
+        try:
+            with torch.no_grad(), self.precision.autocast():
+                fake, ema = self.G(z), self.G_ema(z)[-1]
+            with self.precision.autocast():  # gradient penalties differentiate D with respect to its input
+                loss_d = self.loss.discriminator(self.D, real, fake).detach()
+                loss_g = self.loss.generator(self.D, real, fake).detach()
+        finally:
+            if buffers:  # the foreach kernels refuse empty lists
+                with torch.no_grad():
+                    torch._foreach_copy_(buffers, kept)
+        self.finite.probe(self.step, loss_d, loss_g, fake[-1], ema)
 
     def _export(self, parts: dict[str, dict[str, torch.Tensor]]) -> None:
         """Top-level weights files (``generator_ema.safetensors``, ...) from the given state dicts."""

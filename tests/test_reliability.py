@@ -13,14 +13,17 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 from conftest import write_tiny
+from PIL import Image
 
 from ganforge.checkpoint import load_tensors, read_header, save_tensors
 from ganforge.cli import main
 from ganforge.config import dump_toml, load_config
+from ganforge.divergence import DivergenceCheck
 from ganforge.errors import CheckpointError, GanforgeError, Interrupted, TrainingStopped
 from ganforge.interrupts import GracefulStop
 from ganforge.plugins import load_registry
@@ -334,6 +337,59 @@ def test_divergence_through_the_cli_exits_1_with_one_line(tmp_path):
     )
     assert "step 1:" in line and "not finite" in line and "nothing was saved" in line
     assert RunDir(tmp_path / "run").checkpoint_steps() == []
+
+
+def test_a_blow_up_that_stays_finite_stops_training_before_a_checkpoint_keeps_it(tiny, tmp_path):
+    """lr = 1e6 after two good steps: the losses jump by 10⁹ but stay finite; the kept checkpoint is the good one."""
+    config, registry = tiny
+    config.train.checkpoint_every = 1
+    Trainer(config, registry, tmp_path, device="cpu").fit(2)
+    before = snapshot(tmp_path)
+    trainer = Trainer(config, registry, tmp_path, device="cpu")
+    trainer.resume(tmp_path)
+    for group in (*trainer.opt_g.param_groups, *trainer.opt_d.param_groups):
+        group["lr"] = 1e6
+    with pytest.raises(
+        TrainingStopped,
+        match=r"^step 3: the weights about to be checkpointed: loss_d jumped to .*"
+        r"over 10,000× its running level.*the last checkpoint \(step 2\) is untouched",
+    ):
+        trainer.fit(6)
+    assert all(torch.isfinite(p).all() for p in trainer.G.parameters())  # finite, and blown up all the same
+    after = snapshot(tmp_path)
+    assert after.pop(METRICS).startswith(before.pop(METRICS))  # step 3's (sound) figures were logged
+    assert after == before
+    result = cli("sample", "--weights", tmp_path / GENERATOR_EMA, "-n", 8, "--out", tmp_path / "png")
+    assert result.exit_code == 0 and "constant" not in result.output
+    images = torch.stack([torch.from_numpy(np.array(Image.open(p))) for p in sorted((tmp_path / "png").iterdir())])
+    assert images.float().std(dim=(1, 2)).min() > 1  # every sample has structure
+
+
+def test_blow_ups_are_caught_by_the_running_level_and_saturation_but_ordinary_noise_is_not():
+    check = DivergenceCheck(torch.device("cpu"))
+    one = torch.tensor(1.0)
+    images = torch.linspace(-1.5, 1.5, 64)
+    for step, scale in enumerate([1, 3, 0.3, 8, 0.5, 2], 1):  # ordinary step-to-step variation
+        check.record(step, 2 * one, one * scale, one * scale * 10, one, images)
+    check.check(None)
+    check.record(7, 2 * one, one, one * 5e5, one, images)  # 50,000× the running level of about 10
+    with pytest.raises(TrainingStopped, match=r"^step 7: the discriminator's gradient norm jumped to 5e\+05"):
+        check.check(6)
+    saturated = DivergenceCheck(torch.device("cpu"))
+    saturated.record(1, one, one, one, one, torch.full((4, 1, 8, 8), -30.0))
+    with pytest.raises(TrainingStopped, match=r"^step 1: the generator's images are saturated \(100.0 % of pixels"):
+        saturated.check(None)
+
+
+def test_sample_warns_when_a_batch_comes_out_constant(weights, tmp_path):
+    tensors, meta = load_tensors(weights)
+    head = next(k for k in sorted(tensors) if k.startswith("head.") and k.endswith("bias"))
+    dead = {k: torch.zeros_like(v) if not k.endswith(("_u", "_v")) else v for k, v in tensors.items()}
+    dead[head] = torch.full_like(tensors[head], -50.0)  # every pixel far below black
+    kept = {k: v for k, v in meta.items() if k not in ("format", "ganforge.checksum")}
+    save_tensors(tmp_path / "dead.safetensors", dead, kept)
+    result = cli("sample", "--weights", tmp_path / "dead.safetensors", "-n", 4, "--out", tmp_path / "png")
+    assert result.exit_code == 0 and "a whole batch of 4 images came out constant" in " ".join(result.output.split())
 
 
 def test_skip_mode_skips_the_bad_update_and_goes_on(tiny, tmp_path):

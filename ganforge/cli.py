@@ -54,6 +54,11 @@ def _one_line(exc: BaseException) -> tuple[str, int]:
     return f"out of memory ({detail}); try a smaller batch size", 1
 
 
+def _allocation_failure(exc: RuntimeError) -> bool:
+    """torch reports a failed CPU allocation as a plain RuntimeError ("DefaultCPUAllocator: can't allocate")."""
+    return "can't allocate memory" in str(exc) or "out of memory" in str(exc)
+
+
 def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
@@ -69,9 +74,11 @@ class GanforgeGroup(click.Group):
         previous = signal.signal(signal.SIGTERM, _raise_interrupted) if main_thread else None  # like Ctrl-C
         try:
             return super().invoke(ctx)
-        except (GanforgeError, Interrupted, KeyboardInterrupt, OSError, MemoryError, torch_oom()) as exc:
+        except (GanforgeError, Interrupted, KeyboardInterrupt, OSError, MemoryError, RuntimeError, torch_oom()) as exc:
             if ctx.params.get("debug") or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
                 raise
+            if isinstance(exc, RuntimeError) and not _allocation_failure(exc):
+                raise  # a bug: the traceback is what a report needs
             message, code = _one_line(exc)
             click.echo(f"error: {' '.join(message.splitlines())}", err=True)  # one line, whatever a name holds
             ctx.exit(code)
@@ -92,6 +99,14 @@ def torch_oom() -> type[BaseException]:
 @click.option("--debug", is_flag=True, help=f"show tracebacks instead of one-line errors [${DEBUG_ENV}=1]")
 def main(debug: bool) -> None:
     """ganforge: declarative, plugin-based GANs for medical image synthesis."""
+
+
+def _memory_option(command):
+    return click.option(
+        "--max-memory",
+        metavar="SIZE",
+        help="memory this command may plan for, e.g. 8G  [default: 80 % of what is available]",
+    )(command)
 
 
 def _plugin_option(command):
@@ -128,6 +143,7 @@ def _plugin_option(command):
     help="data-parallel processes on this machine, through torchrun (train.batch_size is the global batch)",
 )
 @click.option("--dry-run", is_flag=True, help="print the assembled architecture and exit")
+@_memory_option
 @click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=0.0002"
 )
@@ -145,6 +161,7 @@ def build(
     compile_,
     nproc,
     dry_run,
+    max_memory,
     overrides,
 ) -> None:
     """Assemble the GAN described by CONFIG and train it.
@@ -153,8 +170,9 @@ def build(
     printed (exit 130/143); a second Ctrl-C aborts at once.
     """
     from .assembly import build_gan
+    from .memory import budget
     from .summary import architecture_tables
-    from .training import Trainer
+    from .training import Trainer, check_training_memory, select_device
 
     if steps is not None and epochs is not None:
         raise click.UsageError("give --steps or --epochs, not both")
@@ -167,6 +185,8 @@ def build(
         for table in architecture_tables(build_gan(config.model, registry), config.model.latent_dim):
             _stdout().print(table)
         return
+    # Before anything is allocated or written: what would not fit is one line, not a swapping machine.
+    check_training_memory(config, registry, budget(max_memory, select_device(device, config.train.device)))
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         check_batches_split(config, registry, nproc)  # here, not in every rank after torchrun started
         sys.exit(_torchrun(nproc))
@@ -301,6 +321,7 @@ def _torchrun(nproc: int) -> int:
     show_default=True,
     help="accept when requested findings ≥ it and the others < it",
 )
+@_memory_option
 @_plugin_option
 def sample(
     weights,
@@ -321,6 +342,7 @@ def sample(
     pool,
     max_tries,
     threshold,
+    max_memory,
     plugin_modules,
 ) -> None:
     """Write N images from a generator weights file (same seed, same bytes); with --classifier, labelled ones.
@@ -328,11 +350,17 @@ def sample(
     The file is loaded as untrusted data: no module it names is imported (pass --plugin for those you trust).
     """
     from .export import GRID_LIMIT, write_samples
-    from .sampling import load_generator, sample_stream, warn_if_constant
+    from .memory import budget
+    from .sampling import fitting_batch, load_generator, sample_stream, warn_if_constant
     from .training import select_device
 
     registry = load_registry(plugin_modules)
     generator, config = load_generator(weights, registry)
+    dev = select_device(device)
+    fitted = fitting_batch(config, registry, batch_size, budget(max_memory, dev), str(weights))
+    if fitted < batch_size:
+        console.print(f"batches of {fitted} images (not {batch_size}): what fits in the memory budget (--max-memory)")
+    batch_size = fitted
     if classifiers or labels or archive or judge or analyser_name:
         settings = LCOSettings(
             steps=lco_steps,
@@ -354,14 +382,14 @@ def sample(
             out,
             seed,
             settings,
-            select_device(device),
+            dev,
             grid,
             registry,
             judge,
             analyser_name,
         )
         return
-    stream = sample_stream(generator, count, seed, batch_size, select_device(device))
+    stream = sample_stream(generator, count, seed, batch_size, dev)
     first = write_samples(warn_if_constant(stream, _warn, str(weights)), count, out)
     if grid is not None:
         shown = f"the first {GRID_LIMIT} of " if count > GRID_LIMIT else ""
@@ -689,9 +717,7 @@ def _evaluate_tstr(config_path: Path, synthetic_dir: Path | None, json_out: Path
         resolution=config.resolution,
         image_channels=config.image_channels,
     )
-    results = train_on_synthetic(
-        config, registry, synthetic, select_device(device if device != "auto" else config.train.device)
-    )
+    results = train_on_synthetic(config, registry, synthetic, select_device(device, config.train.device))
     names = list(next(iter(results.values())))
     table = Table(title="train-on-synthetic / test-on-real: AUROC on held-out real images")
     for column in ("trained on", *names, "mean"):

@@ -34,6 +34,16 @@ from .holdout import Split
 from .images import save_grid, to_float, to_uint8
 from .interrupts import GracefulStop
 from .kinds import Growing, Growth, ImageDataset
+from .memory import (
+    ADAM_STATES,
+    Estimate,
+    estimate,
+    on_meta,
+    parameter_bytes,
+    peak_bytes,
+    prepare_meta_model,
+    require_fit,
+)
 from .plugins import plugin_versions
 from .precision import Precision
 from .registry import Registry
@@ -52,6 +62,7 @@ from .rundir import (
 from .sampling import generate, latents
 from .seeds import mix_seed
 from .tracking import TensorBoard
+from .weights import shapes_only, without_power_iterations
 
 # Keys that may differ between a run and its resumption (they say how long/where, not what).
 RESUMABLE_CHANGES = {
@@ -89,7 +100,9 @@ def compiled(module: nn.Module) -> nn.Module:
         raise GanforgeError(f"train.compile = true: torch.compile is unavailable here ({exc})") from None
 
 
-def select_device(name: str) -> torch.device:
+def select_device(name: str, configured: str = "auto") -> torch.device:
+    """``--device NAME`` (``auto``: the config's ``train.device``, then CUDA when there is one)."""
+    name = configured if name == "auto" else name
     if name == "cuda" and not torch.cuda.is_available():
         raise GanforgeError("--device cuda: no CUDA device is available (use --device cpu or auto)")
     if name == "auto":
@@ -121,6 +134,42 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
         torch._foreach_copy_(buffers, list(model.buffers()))
 
 
+def training_estimate(config: Config, registry: Registry, batch: int = 4) -> Estimate:
+    """Memory of training ``config``: G, D, the EMA copy and Adam's state, plus a step's peak per image.
+
+    Measured on the meta device (:mod:`ganforge.memory`) over one D step and one G step as
+    :meth:`Trainer.train_step` runs them, at the final resolution of a growing model.
+    """
+    model = config.model
+    with shapes_only():
+        gan = on_meta(lambda: build_gan(model, registry), "model")
+    loss = registry.build("loss", config.loss.name, config.loss.params)
+    G, D = (prepare_meta_model(net, model.resolution) for net in (gan.generator, gan.discriminator))
+    if hasattr(gan.connection, "set_growth"):  # as Trainer.growing
+        gan.connection.set_growth(model.resolution, 1.0)
+    weights, gradients = parameter_bytes(G) * 2 + parameter_bytes(D), parameter_bytes(G) + parameter_bytes(D)
+    side = model.resolution
+
+    def step() -> None:
+        z = torch.zeros(batch, model.latent_dim, device="meta")
+        images = torch.zeros(batch, model.image_channels, side, side, device="meta")
+        real = gan.connection.pyramid(images, model.resolutions)
+        fake = G(z)
+        loss.discriminator(D, real, [f.detach() for f in fake]).backward()
+        loss.generator(D, real, fake).backward()
+
+    with without_power_iterations():
+        peak = peak_bytes(step)
+    return estimate(weights + ADAM_STATES * gradients, peak, batch, base=gradients)
+
+
+def check_training_memory(config: Config, registry: Registry, limit: int) -> None:
+    """Refuse, before anything is allocated, a config whose training would not fit in ``limit`` bytes."""
+    advice = "lower train.batch_size, the channel widths or model.*.attention_resolutions"
+    batch = config.train.batch_size
+    require_fit(training_estimate(config, registry), batch, limit, f"training with train.batch_size = {batch}", advice)
+
+
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for key, value in data.items():
@@ -144,7 +193,7 @@ class Trainer:
     ):
         self.config, self.registry, self.out = config, registry, Path(out)
         self.run = RunDir(self.out)
-        self.dist = Distributed.from_environment(select_device(device if device != "auto" else config.train.device))
+        self.dist = Distributed.from_environment(select_device(device, config.train.device))
         self.device = self.dist.device
         self.console = (console or Console(stderr=True)) if self.dist.is_main else Console(stderr=True, quiet=True)
         model = config.model

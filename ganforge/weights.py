@@ -33,17 +33,20 @@ PLUGINS_KEY = "ganforge.plugins"
 
 
 @contextmanager
-def shapes_only() -> Iterator[None]:
-    """Build modules on the meta device.
-
-    Spectral norm runs 15 power iterations when it is attached; on meta tensors they compute
-    nothing but cost seconds of Python decompositions, so they are skipped here.
-    """
+def without_power_iterations() -> Iterator[None]:
+    """Skip spectral norm's power iterations: on meta tensors they compute nothing but cost seconds of
+    Python decompositions (15 when a norm is attached, one per training forward pass)."""
     with ExitStack() as stack:
-        stack.enter_context(torch.device("meta"))
         spectral = getattr(torch.nn.utils.parametrizations, "_SpectralNorm", None)
         if spectral is not None and hasattr(spectral, "_power_method"):
             stack.enter_context(mock.patch.object(spectral, "_power_method", lambda self, matrix, n: None))
+        yield
+
+
+@contextmanager
+def shapes_only() -> Iterator[None]:
+    """Build modules on the meta device (shapes, no storage), without power iterations."""
+    with torch.device("meta"), without_power_iterations():
         yield
 
 

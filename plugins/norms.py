@@ -48,6 +48,8 @@ class _FullPrecisionSpectralNorm(_SpectralNorm):
     products in bf16/fp16). Same buffers and state-dict names as torch's."""
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if weight.device.type == "meta":  # memory estimates (ganforge.memory): autocast knows no meta device
+            return super().forward(weight)
         with torch.autocast(weight.device.type, enabled=False):
             return super().forward(weight)
 

@@ -692,3 +692,88 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("GANFORGE_DEBUG", "1")
     result = CliRunner().invoke(main, ["build", str(tmp_path / "missing.toml")])
     assert isinstance(result.exception, ConfigError)
+
+
+# --------------------------------------------------------------------------- memory before allocation
+
+
+def crafted_big_generator(tiny, tmp_path: Path, resolution: int = 128) -> Path:
+    """A small, self-consistent weights file whose self-attention at ``resolution``² needs N² per image."""
+    from ganforge.checkpoint import save_module
+    from ganforge.sampling import build_generator
+    from ganforge.training import model_metadata
+
+    config, registry = tiny
+    config = config.model_copy(deep=True)
+    side = {r: 4 for r in (4, 8, 16, 32, 64, 128, 256) if r <= resolution}
+    config.model.resolution = resolution
+    config.model.generator.channels = side
+    config.model.discriminator.channels = side
+    config.model.generator.attention_resolutions = [resolution]
+    config.model.discriminator.attention_resolutions = []
+    path = tmp_path / "big.safetensors"
+    save_module(path, build_generator(config.model, registry), model_metadata(config, registry, "generator", 0, "-"))
+    return path
+
+
+def test_an_oversized_but_self_consistent_weights_file_is_refused_in_bounded_memory(tiny, tmp_path):
+    import resource
+
+    big = crafted_big_generator(tiny, tmp_path, resolution=256)  # attention over 65,536 positions
+    assert big.stat().st_size < 100_000
+    process = ganforge_process(
+        "sample", "--weights", big, "-n", 4, "--out", tmp_path / "png", "--max-memory", "4G", cwd=tmp_path
+    )
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2, stderr
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {big}: generating: needs about 32.0 GB even for a batch of 1")
+    assert "more than the 4.0 GB budget" in line
+    # What the process grew to is what importing torch takes (about 1 GB), far from the 32 GB it would need.
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 < 3 * 2**30
+    assert not (tmp_path / "png").exists()
+
+
+def test_sample_picks_the_batch_that_fits_and_writes_the_same_images(weights, tmp_path):
+    from ganforge.config import validate_config
+    from ganforge.sampling import generation_estimate
+
+    registry = load_registry()
+    config = validate_config(json.loads(read_header(weights).metadata["ganforge.config"]), registry, "weights")
+    per_item = generation_estimate(config, registry).per_item
+    budget = generation_estimate(config, registry).total(3) + per_item // 2  # room for 3 images, not 4
+    fitted = cli("sample", "--weights", weights, "-n", 8, "--out", tmp_path / "a", "--max-memory", str(budget))
+    assert fitted.exit_code == 0 and "batches of 3 images (not 64)" in fitted.output
+    assert cli("sample", "--weights", weights, "-n", 8, "--out", tmp_path / "b").exit_code == 0
+    assert snapshot(tmp_path / "a") == snapshot(tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    "override, shown",
+    [
+        ("model.latent_dim=1e12", "needs about"),
+        ("model.generator.channels={4=1000000000, 8=16, 16=8}", "model: cannot be built at this size"),
+        ("train.batch_size=100000", "the largest batch that fits is"),
+    ],
+)
+def test_configs_too_large_for_memory_are_refused_before_allocation(tmp_path, override, shown):
+    result = cli("build", write_tiny(tmp_path), "--out", tmp_path / "run", "--set", override, "--max-memory", "8G")
+    line = one_line_error(result, 2)
+    assert shown in line and ("8.0 GB budget" in line or "cannot be built" in line)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_training_estimate_bounds_what_a_step_allocates(tiny):
+    """Upper bound, not a guess: the meta-device trace covers the peak of a real CPU step (above the weights)."""
+    from ganforge.memory import LiveBytes
+    from ganforge.training import training_estimate
+
+    config, registry = tiny
+    trainer = Trainer(config, registry, "unused", device="cpu")
+    trainer.data  # noqa: B018
+    tracker = LiveBytes()
+    with tracker:
+        trainer.train_step()
+    estimate = training_estimate(config, registry)
+    assert tracker.peak <= estimate.total(config.train.batch_size) - estimate.fixed + 2 * estimate.per_item
+    assert estimate.per_item * config.train.batch_size > tracker.peak / 4  # and not absurdly loose

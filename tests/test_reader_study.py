@@ -403,3 +403,70 @@ def test_add_reader_and_report_errors(tmp_path, phantom_folder, tiny_generator):
     again = run("reader-study", "add-reader", study.root, "alice")
     assert again.exit_code == 2 and "already exists" in again.output
     assert run("reader-study", "add-reader", tmp_path / "nothing", "bob").exit_code == 2
+
+
+def test_state_changing_requests_from_another_origin_are_refused(tmp_path, phantom_folder, tiny_generator):
+    study = make_study(tmp_path, phantom_folder, tiny_generator)
+    code = Store(study.answers_path).add_reader("alice", study.item_ids, study.manifest.seed)
+    client = client_for(study)
+    sign_in = {"code": code}
+    evil = {"origin": "https://evil.example"}
+    assert client.post("/api/session", json=sign_in, headers=evil).status_code == 403
+    assert client.post("/api/session", json=sign_in, headers={"sec-fetch-site": "cross-site"}).status_code == 403
+    form = client.post("/api/session", content=json.dumps(sign_in), headers={"content-type": "text/plain"})
+    assert form.status_code == 415  # what a cross-site <form> can send without a preflight
+    own = {"origin": "http://testserver", "sec-fetch-site": "same-origin"}
+    assert client.post("/api/session", json=sign_in, headers=own).status_code == 200
+    before = client.get("/api/state").json()
+    body = {"position": 0, "call": "real", "confidence": 3, "finding": None}
+    assert client.post("/api/answer", json=body, headers=evil).status_code == 403
+    assert client.get("/api/state").json() == before  # nothing was recorded
+    proxied = {"origin": "https://reading.example.org", "x-forwarded-host": "reading.example.org"}
+    assert client.post("/api/logout", json={}, headers=proxied).status_code == 200
+
+
+def test_oversized_malformed_and_deep_bodies_are_refused_without_reading_them_whole(
+    tmp_path, phantom_folder, tiny_generator
+):
+    from ganforge.reader_study.server import MAX_BODY
+
+    study = make_study(tmp_path, phantom_folder, tiny_generator)
+    client = client_for(study)
+    huge = b'{"code": "' + b"A" * (MAX_BODY + 1) + b'"}'
+    response = client.post("/api/session", content=huge, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json() == {"error": f"request body over {MAX_BODY} bytes"}
+
+    def chunks():  # no Content-Length: the server stops reading once the cap is passed
+        yield b'{"code": "'
+        for _ in range(100):
+            yield b"A" * MAX_BODY
+
+    streamed = client.post("/api/session", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+    for body in (b"{not json", b"\xff\xfe", ("[" * 20_000 + "]" * 20_000).encode()):
+        response = client.post("/api/session", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400 and response.json() == {"error": "the request body is not valid JSON"}
+
+
+def test_repeated_wrong_session_codes_are_slowed_down(tmp_path, phantom_folder, tiny_generator):
+    from ganforge.reader_study.server import FREE_FAILURES, ReadingApp
+
+    study = make_study(tmp_path, phantom_folder, tiny_generator)
+    code = Store(study.answers_path).add_reader("alice", study.item_ids, study.manifest.seed)
+    app = ReadingApp(study)
+    now = [1000.0]
+    app.throttle.clock = lambda: now[0]
+    client = TestClient(app.asgi())
+    for _ in range(FREE_FAILURES - 1):
+        assert client.post("/api/session", json={"code": "AAAAA-AAAAA"}).status_code == 401
+    assert client.post("/api/session", json={"code": "AAAAA-AAAAA"}).status_code == 401  # the 5th: a 1 s wait
+    refused = client.post("/api/session", json={"code": code})  # even the right code waits
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+    assert client.get("/api/state", headers={"X-Reader-Code": "BBBBB-BBBBB"}).status_code == 429  # any endpoint
+    now[0] += 1.5
+    assert client.post("/api/session", json={"code": "AAAAA-AAAAA"}).status_code == 401  # the 6th: 2 s
+    now[0] += 1.0
+    assert client.post("/api/session", json={"code": code}).status_code == 429
+    now[0] += 1.5
+    assert client.post("/api/session", json={"code": code}).status_code == 200  # and the count starts again
+    assert client.post("/api/session", json={"code": "AAAAA-AAAAA"}).status_code == 401

@@ -12,14 +12,23 @@ Every ``/api`` request needs a valid code (cookie or ``X-Reader-Code`` header). 
 looked up in the manifest, never joined into a path from the request, so nothing outside
 ``STUDY/images`` can be served. The key is never read by the app: no response can hold it, and
 no response depends on an image's source.
+
+Requests from elsewhere are refused before they reach an endpoint (:class:`RequestGuard`): a
+POST must come from the page's own origin (``Origin``/``Sec-Fetch-Site``; the SameSite cookie
+alone leaves a ``text/plain`` form post from another site) and carry JSON; no body may exceed
+:data:`MAX_BODY`; malformed or too deeply nested JSON is a 400; and an address that keeps
+presenting wrong session codes is slowed down (:class:`Throttle`: 429 with ``Retry-After``).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from importlib import resources
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -46,6 +55,83 @@ STATIC = {
     "/reader.js": ("reader.js", "text/javascript"),
     "/reader.css": ("reader.css", "text/css"),
 }
+
+
+MAX_BODY = 64 * 1024  # bytes of a request body: an answer or a sign-in is a few hundred
+FREE_FAILURES = 5  # wrong session codes an address may present before it is slowed down
+MAX_LOCKOUT = 300.0  # seconds, the longest wait a run of wrong codes earns
+_TRACKED_ADDRESSES = 10_000
+
+
+class BadRequest(Exception):
+    """A request refused before an endpoint handles it: its status and message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class RequestGuard:
+    """Refuses cross-origin POSTs (403), POSTs that are not JSON (415) and oversized bodies (413)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                _check_request(Request(scope))
+            except BadRequest as exc:
+                await _error(exc.message, exc.status)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _check_request(request: Request) -> None:
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY:
+        raise BadRequest(413, f"request body over {MAX_BODY} bytes")
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise BadRequest(403, "cross-origin request refused")
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc not in _own_hosts(request):
+        raise BadRequest(403, "cross-origin request refused")
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise BadRequest(415, "send JSON (Content-Type: application/json)")
+
+
+def _own_hosts(request: Request) -> set[str]:
+    """The host[:port] the browser used: the Host header, or what a reverse proxy says it forwarded."""
+    hosts = {request.headers.get("host", "")}
+    forwarded = request.headers.get("x-forwarded-host")
+    if forwarded:
+        hosts.add(forwarded.split(",")[0].strip())
+    return hosts - {""}
+
+
+class Throttle:
+    """Wrong session codes per client address: after :data:`FREE_FAILURES`, each costs a wait that doubles."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()  # address -> (count, wait until)
+
+    def wait(self, address: str) -> float:
+        """Seconds ``address`` must still wait before its next try (0: it may try now)."""
+        _, until = self._failures.get(address, (0, 0.0))
+        return max(0.0, until - self.clock())
+
+    def failed(self, address: str) -> None:
+        count = self._failures.pop(address, (0, 0.0))[0] + 1
+        lockout = min(MAX_LOCKOUT, 2.0 ** (count - FREE_FAILURES)) if count >= FREE_FAILURES else 0.0
+        self._failures[address] = (count, self.clock() + lockout)
+        while len(self._failures) > _TRACKED_ADDRESSES:  # bounded memory, whoever knocks
+            self._failures.popitem(last=False)
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)
 
 
 class SecurityHeaders:
@@ -76,6 +162,7 @@ class ReadingApp:
         self.study = study
         self.settings = study.manifest.settings
         self.store = Store(study.answers_path)
+        self.throttle = Throttle()
         self.pages = {
             path: (resources.files(__package__).joinpath("static", name).read_bytes(), media)
             for path, (name, media) in STATIC.items()
@@ -90,22 +177,38 @@ class ReadingApp:
             Route("/api/answer", self.answer, methods=["POST"]),
             Route("/api/image/{item}", self.image),
         ]
-        return SecurityHeaders(Starlette(routes=routes))
+        return SecurityHeaders(RequestGuard(Starlette(routes=routes)))
 
-    def _reader(self, request: Request) -> Reader | None:
-        code = request.headers.get(CODE_HEADER) or request.cookies.get(COOKIE)
-        return self.store.reader(code) if code else None
+    def _reader(self, request: Request, code: object = None) -> Reader | Response:
+        """The signed-in reader, or the response refusing the request (401; 429 while throttled)."""
+        address = request.client.host if request.client else ""
+        wait = self.throttle.wait(address)
+        if wait > 0:
+            response = _error(f"too many wrong session codes; try again in {wait:.0f} s", 429)
+            response.headers["retry-after"] = str(max(1, round(wait)))
+            return response
+        code = code if code is not None else request.headers.get(CODE_HEADER) or request.cookies.get(COOKIE)
+        reader = self.store.reader(code) if isinstance(code, str) and code else None
+        if reader is None:
+            if code is not None:
+                self.throttle.failed(address)
+            return _error("sign in with your session code", 401)
+        self.throttle.succeeded(address)
+        return reader
 
     async def page(self, request: Request) -> Response:
         content, media = self.pages[request.url.path]
         return Response(content, media_type=media)
 
     async def sign_in(self, request: Request) -> Response:
-        body = await _json(request)
-        code = body.get("code") if isinstance(body, dict) else None
-        reader = self.store.reader(code) if isinstance(code, str) else None
-        if reader is None:
-            return _error("unknown session code", 401)
+        try:
+            body = await _json(request)
+        except BadRequest as exc:
+            return _error(exc.message, exc.status)
+        code = body.get("code", "") if isinstance(body, dict) else ""
+        reader = self._reader(request, code)
+        if isinstance(reader, Response):
+            return _error("unknown session code", 401) if reader.status_code == 401 else reader
         response = JSONResponse({"reader": reader.name})
         secure = request.url.scheme == "https"
         response.set_cookie(COOKIE, normalise_code(code), httponly=True, samesite="strict", secure=secure)
@@ -141,8 +244,8 @@ class ReadingApp:
 
     async def state(self, request: Request) -> Response:
         reader = self._reader(request)
-        if reader is None:
-            return _error("sign in with your session code", 401)
+        if isinstance(reader, Response):
+            return reader
         position = None
         if "position" in request.query_params:
             if not self.settings.allow_changes:
@@ -157,9 +260,12 @@ class ReadingApp:
 
     async def answer(self, request: Request) -> Response:
         reader = self._reader(request)
-        if reader is None:
-            return _error("sign in with your session code", 401)
-        body = await _json(request)
+        if isinstance(reader, Response):
+            return reader
+        try:
+            body = await _json(request)
+        except BadRequest as exc:
+            return _error(exc.message, exc.status)
         problem = self._invalid_answer(body)
         if problem:
             return _error(problem, 400)
@@ -196,8 +302,8 @@ class ReadingApp:
 
     async def image(self, request: Request) -> Response:
         reader = self._reader(request)
-        if reader is None:
-            return _error("sign in with your session code", 401)
+        if isinstance(reader, Response):
+            return reader
         item = request.path_params["item"]
         reached = reader.order[: self.store.progress(reader) + 1]
         if item not in reached:  # unknown ids, any path, and images further on than the reader has come
@@ -207,10 +313,16 @@ class ReadingApp:
 
 
 async def _json(request: Request) -> object:
+    """The request's JSON body, read at most :data:`MAX_BODY` bytes far (a missing Content-Length too)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise BadRequest(413, f"request body over {MAX_BODY} bytes")
     try:
-        return jsontext.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
+        return jsontext.loads(bytes(body))
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest(400, "the request body is not valid JSON") from None
 
 
 def create_app(study: Study) -> ASGIApp:

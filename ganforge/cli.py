@@ -713,7 +713,8 @@ def _evaluate_tstr(config_path: Path, synthetic_dir: Path | None, json_out: Path
     synthetic = registry.build(
         "dataset",
         "image_folder",
-        {"root": str(synthetic_dir / "images"), "labels_csv": str(synthetic_dir / "labels.csv")},
+        # Absolute: a relative labels_csv is read relative to the root, which would double the folder.
+        {"root": str(synthetic_dir / "images"), "labels_csv": str((synthetic_dir / "labels.csv").absolute())},
         resolution=config.resolution,
         image_channels=config.image_channels,
     )
@@ -868,6 +869,41 @@ def plugins(modules, markdown, bundled) -> None:
         )
         table.add_row(component.kind, component.name, component.plugin, component.description, params)
     _stdout().print(table)
+
+
+@main.group()
+def cache() -> None:
+    """The cache of decoded datasets and feature sets ($GANFORGE_CACHE; capped by $GANFORGE_CACHE_LIMIT)."""
+
+
+@cache.command("list")
+def cache_list() -> None:
+    """Every removable entry, least recently used first, with the total and the cap."""
+    import datetime
+
+    from .cache import cache_root, entries, limit
+    from .memory import size_text
+
+    found = entries()
+    table = Table(title=f"{cache_root()}: {size_text(sum(e.size for e in found))} of {size_text(limit())} allowed")
+    for column in ("kind", "file", "size", "last used"):
+        table.add_column(column, justify="right" if column == "size" else "left")
+    for entry in found:
+        when = datetime.datetime.fromtimestamp(entry.last_used).strftime("%Y-%m-%d %H:%M")
+        table.add_row(entry.kind, entry.path.name, size_text(entry.size), when)
+    _stdout().print(table)
+
+
+@cache.command("prune")
+@click.option("--max-size", metavar="SIZE", help="keep at most this much, e.g. 10G (0: empty it)  [default: the cap]")
+def cache_prune(max_size) -> None:
+    """Remove the least recently used entries until the cache fits (they are computed again when needed)."""
+    from .cache import limit, prune
+    from .memory import parse_size, size_text
+
+    removed = prune(parse_size(max_size, "--max-size") if max_size is not None else limit())
+    freed = size_text(sum(entry.size for entry in removed))
+    console.print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} ({freed})")
 
 
 main.add_command(reader_study)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from . import inception
-from .cache import cache_root
+from .cache import cache_root, store, used
 from .checkpoint import load_tensors, save_tensors
 from .distributed import Distributed
 from .errors import CheckpointError, GanforgeError
@@ -45,9 +45,11 @@ def _read_cache(path: Path) -> torch.Tensor | None:
     if not path.is_file():
         return None
     try:
-        return load_tensors(path)[0]["features"]
+        features = load_tensors(path)[0]["features"]
     except (CheckpointError, KeyError):
         return None
+    used(path)
+    return features
 
 
 @dataclass
@@ -109,6 +111,7 @@ class EvalContext:
         features = self._extract(images, extractor, layer, weights, side)
         if self.dist.is_main:
             save_tensors(path, {"features": features}, {"extractor": extractor_id, "count": len(images)})
+            store(path)
         return features
 
     @torch.no_grad()

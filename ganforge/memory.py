@@ -34,11 +34,11 @@ ADAM_STATES = 2  # tensors per parameter an Adam-like optimizer keeps
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
-def parse_size(text: str) -> int:
-    """Bytes of ``"8G"``, ``"512MB"``, ``"1.5GiB"`` or ``"1000000"``."""
+def parse_size(text: str, what: str = "--max-memory") -> int:
+    """Bytes of ``"8G"``, ``"512MB"``, ``"1.5GiB"`` or ``"1000000"``; ``what`` names the option in errors."""
     found = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", text.lower())
     if not found:
-        raise GanforgeError(f"--max-memory {text!r}: give a size such as 8G, 512M or 2.5GB")
+        raise GanforgeError(f"{what} {text!r}: give a size such as 8G, 512M or 2.5GB")
     return int(float(found.group(1)) * _UNITS[found.group(2)])
 
 

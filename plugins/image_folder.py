@@ -34,7 +34,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from ganforge import hookimpl
-from ganforge.cache import cache_root
+from ganforge.cache import cache_root, store, used
 from ganforge.checkpoint import replacing
 from ganforge.errors import DataError
 from ganforge.kinds import ImageSet
@@ -230,12 +230,15 @@ def cache_key(files: list[Path], shape: tuple[int, ...], fit: str) -> str:
 def _cached(files: list[Path], shape: tuple[int, ...], fit: str, decode, name: str) -> torch.Tensor:
     """The decoded set as a memory-mapped uint8 tensor, decoding (straight to disk) only on a miss."""
     path = cache_root() / "datasets" / f"{cache_key(files, shape, fit)}.npy"
-    if not path.is_file():
+    if path.is_file():
+        used(path)
+    else:
         with replacing(path) as tmp:  # a killed decode never leaves a half-filled cache under the final name
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
             _decode_into(array, files, decode, name)
             array.flush()
             del array
+        store(path)  # older arrays beyond the cache's size cap go, least recently used first
     array = np.load(path, mmap_mode="c")  # copy-on-write: writable for torch, the file never changes
     if array.shape != shape or array.dtype != np.uint8:
         path.unlink(missing_ok=True)

@@ -241,9 +241,8 @@ def test_a_start_that_fails_on_bad_data_leaves_nothing_that_blocks_the_retry(tmp
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_ends_the_step_writes_a_checkpoint_and_prints_how_to_resume(tmp_path, signum):
     config = write_tiny(tmp_path)
-    child = ganforge_process(
-        "build", config, "--out", "run", "--steps", 1000, "--set", "train.checkpoint_every=500", cwd=tmp_path
-    )
+    options = ("--steps", 1000, "--set", "train.checkpoint_every=500", "--no-eval", "--device", "cpu")
+    child = ganforge_process("build", config, "--out", "run", *options, cwd=tmp_path)
     metrics = tmp_path / "run" / METRICS
     deadline = time.monotonic() + 120
     while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3) and time.monotonic() < deadline:
@@ -254,7 +253,7 @@ def test_a_signal_ends_the_step_writes_a_checkpoint_and_prints_how_to_resume(tmp
     last = err.strip().splitlines()[-1]
     assert last.startswith("interrupted at step ") and "; resume with: ganforge build " in last, err
     step = int(last.split()[3].rstrip(";"))
-    assert "--resume run --set=train.checkpoint_every=500 --steps=1000" in last
+    assert "--resume run --set=train.checkpoint_every=500 --steps=1000 --no-eval --device=cpu" in last
     assert RunDir(tmp_path / "run").checkpoint_steps() == [step]
     header = read_header(tmp_path / "run" / GENERATOR_EMA)
     assert header.metadata["ganforge.step"] == str(step)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,32 @@ def test_batches_read_ahead_by_workers_equal_the_in_memory_ones(tiny, tmp_path, 
     in_memory.fit(3, evaluate=False)
     ours, theirs = (load_tensors(t.run.checkpoint_path(3))[0] for t in (streamed, in_memory))
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)  # the same training, bit for bit
+
+
+def test_the_cache_keeps_to_its_size_cap_least_recently_used_first(tmp_path, cache, monkeypatch):
+    from click.testing import CliRunner
+
+    from ganforge.cache import entries
+    from ganforge.cli import main
+
+    paths = write_pngs(tmp_path / "data", 6)
+    load(tmp_path / "data")
+    (first,) = cache.glob("*.npy")
+    one = first.stat().st_size
+    monkeypatch.setenv("GANFORGE_CACHE_LIMIT", str(2 * one))  # room for two arrays
+    for n, path in enumerate(paths[:3], 1):  # three edits: three new arrays, at most two kept
+        Image.fromarray(np.full((24, 28), n, dtype=np.uint8)).save(path)
+        os.utime(path, ns=(1, 10**18 + n))
+        os.utime(first, ns=(1, time.time_ns() + 10**10))  # the first array stays the most recently used ...
+        load(tmp_path / "data")
+    kept = sorted(p.name for p in cache.glob("*.npy"))
+    assert len(kept) == 2 and first.name in kept  # ... so it survives; the older edits went
+    assert sum(e.size for e in entries(cache.parent)) <= 2 * one
+
+    listing = CliRunner().invoke(main, ["cache", "list"])
+    assert listing.exit_code == 0 and first.name in listing.output and "datasets" in listing.output
+    pruned = CliRunner().invoke(main, ["cache", "prune", "--max-size", "0"])
+    assert pruned.exit_code == 0 and "removed 2 entries" in pruned.output
+    assert list(cache.glob("*.npy")) == []
+    bad = CliRunner().invoke(main, ["cache", "prune", "--max-size", "lots"])
+    assert bad.exit_code == 2 and "--max-size 'lots': give a size such as 8G" in bad.output

@@ -143,6 +143,7 @@ def _plugin_option(command):
     help="data-parallel processes on this machine, through torchrun (train.batch_size is the global batch)",
 )
 @click.option("--dry-run", is_flag=True, help="print the assembled architecture and exit")
+@click.option("--threads", type=click.IntRange(min=1), help="torch's CPU threads (train.threads)")
 @_memory_option
 @click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=0.0002"
@@ -161,6 +162,7 @@ def build(
     compile_,
     nproc,
     dry_run,
+    threads,
     max_memory,
     overrides,
 ) -> None:
@@ -180,6 +182,7 @@ def build(
         raise click.UsageError("give --resume or --overwrite, not both")
     sets = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
     sets += ([f"train.precision={precision}"] if precision else []) + (["train.compile=true"] if compile_ else [])
+    sets += [f"train.threads={threads}"] if threads else []
     config, registry = load_config(config_path, load_registry, sets)
     if dry_run:
         for table in architecture_tables(build_gan(config.model, registry), config.model.latent_dim):
@@ -351,7 +354,7 @@ def sample(
     """
     from .export import GRID_LIMIT, write_samples
     from .memory import budget
-    from .sampling import fitting_batch, load_generator, sample_stream, warn_if_constant
+    from .sampling import fitting_batch, load_generator, sample_stream, trained_on, warn_if_constant
     from .training import select_device
 
     registry = load_registry(plugin_modules)
@@ -393,7 +396,7 @@ def sample(
     first = write_samples(warn_if_constant(stream, _warn, str(weights)), count, out)
     if grid is not None:
         shown = f"the first {GRID_LIMIT} of " if count > GRID_LIMIT else ""
-        save_grid(first, grid, f"{weights.name}: {shown}{count} samples, seed {seed}")
+        save_grid(first, grid, f"{weights.name}: {shown}{count} samples, seed {seed}.{trained_on(weights)}")
     console.print(f"wrote {count} {config.model.resolution}×{config.model.resolution} PNGs to {out}/")
 
 
@@ -432,6 +435,7 @@ def _sample_lco(
     from .export import write_dataset
     from .kinds import ImageSet
     from .lco import advice, build_archive, check_label_names, parse_archive, summary_rows
+    from .sampling import trained_on
 
     if not classifier_paths:
         raise click.UsageError("--labels/--archive/--judge/--ground-truth need --classifier")
@@ -497,7 +501,7 @@ def _sample_lco(
     description = (
         f"LCO samples from {weights.name} with classifier(s) {', '.join(c.name for c in classifiers)} "
         f"(threshold {settings.threshold}, {settings.steps} steps, {settings.views} views, pool {settings.pool}, "
-        f"seed {seed})"
+        f"seed {seed}).{trained_on(weights)}"
     )
     csv_path = write_dataset(ImageSet(result.images, result.labels, names, description), out, "lco", result.columns)
     atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")

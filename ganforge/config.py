@@ -156,6 +156,9 @@ class TrainConfig(Strict):
     data_workers: int = Field(
         2, ge=0, description="processes reading batches ahead when the data streams from disk (0 = none)"
     )
+    threads: int = Field(
+        0, ge=0, description="torch's CPU threads (0 = torch's default; on a busy shared node fewer can be faster)"
+    )
 
 
 class EvalConfig(Strict):

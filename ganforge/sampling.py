@@ -100,3 +100,15 @@ def fitting_batch(config: Config, registry: Registry, wanted: int, limit: int, s
     """The batch size, up to ``wanted``, whose generation fits in ``limit`` bytes (one line when none does)."""
     advice = "pass a larger --max-memory if the machine has it"
     return fit_batch(generation_estimate(config, registry), wanted, limit, f"{source}: generating", advice)
+
+
+def trained_on(path: str | Path) -> str:
+    """What data the weights in ``path`` were trained on, as their metadata says (for captions; '' if unknown).
+
+    Phantom-trained weights say so (``PHANTOM (procedural, not patient data) …``): a grid of their
+    samples must not pass for images of patients.
+    """
+    from .checkpoint import read_header
+
+    data = read_header(path).metadata.get("ganforge.data", "")
+    return f" Trained on: {data}" if data else ""

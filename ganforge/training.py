@@ -78,6 +78,7 @@ RESUMABLE_CHANGES = {
     "train.channels_last",
     "train.compile",
     "train.data_workers",
+    "train.threads",
     "train.tensorboard",
 }
 DEVICE_DATA_LIMIT = 2**30  # uint8 bytes of a dataset held on the training device; larger ones stream per batch
@@ -197,6 +198,8 @@ class Trainer:
         self.device = self.dist.device
         self.console = (console or Console(stderr=True)) if self.dist.is_main else Console(stderr=True, quiet=True)
         model = config.model
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
         torch.manual_seed(config.seed)  # initial weights and spectral-norm vectors
         self.gan: GAN = build_gan(model, registry)
         self.precision = Precision.create(config.train.precision, self.device, config.train.channels_last)
@@ -224,9 +227,15 @@ class Trainer:
         self._reader: Prefetcher | None = None  # reads ahead when the set is too large for the device
         self.tensorboard: TensorBoard | None = None  # opened by fit() when train.tensorboard
         self._last: tuple[list[torch.Tensor], torch.Tensor] | None = None  # last step's real pyramid and z
+        self._pace = (time.perf_counter(), 0)  # (when, step) this process started training, for the ETA
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning[/]: {message}")
+        self.say(f"[yellow]warning[/]: {message}")
+
+    def say(self, message: str) -> None:
+        """A line of the log; in a file (nohup, SLURM) each line starts with the time, to read it later."""
+        stamp = "" if self.console.is_terminal else time.strftime("%Y-%m-%d %H:%M:%S  ")
+        self.console.print(f"{stamp}{message}", highlight=False, soft_wrap=bool(stamp))
 
     # ------------------------------------------------------------------ data
 
@@ -544,7 +553,9 @@ class Trainer:
         training. SIGINT/SIGTERM end the current step, write a checkpoint and raise
         :class:`~ganforge.errors.Interrupted`.
         """
-        self.console.print(f"[bold]{self.config.name}[/]: data = {self.data.description}")
+        if self._data is None:  # decoding a folder or rendering phantoms can take minutes: say so first
+            self.say(f"[bold]{self.config.name}[/]: loading the data ({self.config.data.name}) ...")
+        self.say(f"[bold]{self.config.name}[/]: data = {self.data.description}")
         if self.dist.is_main:  # after the data loaded: a start that fails on bad data leaves no run behind
             atomic_write(self.out / CONFIG_FILE, dump_toml(self.config))
         if self.split is not None and self.dist.is_main:
@@ -557,7 +568,7 @@ class Trainer:
         layout = ", channels_last" if self.precision.channels_last else ""
         compiled_ = ", compiled" if self.config.train.compile else ""
         ranks = f" × {self.dist.world} processes" if self.dist.active else ""
-        self.console.print(
+        self.say(
             f"device {self.device}{ranks}, {self.precision.mode}{layout}{compiled_}, {plan}, "
             f"step {self.step} → {total_steps}"
         )
@@ -608,6 +619,7 @@ class Trainer:
         with Progress(*columns, console=self.console, disable=not live) as progress:
             task = progress.add_task("training", total=total_steps, completed=self.step, stats="")
             window_start, window_images = time.perf_counter(), 0
+            self._pace = (window_start, self.step)
             while self.step < total_steps:
                 window_images += self.growth(self.step).batch_size
                 loss_d, loss_g = self.train_step()
@@ -624,7 +636,7 @@ class Trainer:
                     self.sample_grid()
                 if evaluate and ev.metrics and ev.every and self.step % ev.every == 0 and not last:
                     self.finite.check(self.checkpoint_step)
-                    self._report(progress, self.evaluate())
+                    self._evaluate(progress)
                     evaluated_at = self.step
                 stopping = self.dist.any(stop.signum is not None)  # every rank stops at the same step
                 if self.step % train.checkpoint_every == 0 or last or stopping:
@@ -638,7 +650,7 @@ class Trainer:
                 self.sample_grid()
             if evaluate and ev.metrics and evaluated_at != self.step:
                 with stop.immediately():
-                    self._report(progress, self.evaluate())
+                    self._evaluate(progress, final=True)
 
     def _log_losses(self, progress: Progress, task: Any, loss_d: float, loss_g: float, speed: float) -> None:
         if not self.dist.is_main:
@@ -657,10 +669,26 @@ class Trainer:
         progress.update(task, stats=stats)
         if progress.disable:
             total = progress.tasks[0].total
-            progress.console.print(f"step {self.step}/{total:.0f}  {stats}", highlight=False)
+            self.say(f"step {self.step}/{total:.0f}  {stats}  {self._eta(total)}")
 
     def _report(self, progress: Progress, record: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
         figures = "  ".join(f"{k} {v:.4g}" for values in record["metrics"].values() for k, v in values.items())
-        progress.console.print(f"step {self.step}: {figures}")
+        self.say(f"step {self.step}: {figures}")
+
+    def _evaluate(self, progress: Progress, final: bool = False) -> None:
+        """Evaluate and report; first say so, since evaluation can take as long as many steps."""
+        if self.dist.is_main:
+            names = ", ".join(ref.name for ref in self.config.eval.metrics)
+            self.say(f"step {self.step}: {'final ' if final else ''}evaluation ({names}) ...")
+        self._report(progress, self.evaluate())
+
+    def _eta(self, total: float) -> str:
+        """Time left, from this process's pace so far (a resumed run's earlier steps do not count)."""
+        started, first = self._pace
+        done = self.step - first
+        if done <= 0:
+            return ""
+        left = (time.perf_counter() - started) / done * (total - self.step)
+        return f"ETA {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"

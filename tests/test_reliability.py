@@ -776,3 +776,36 @@ def test_the_training_estimate_bounds_what_a_step_allocates(tiny):
     estimate = training_estimate(config, registry)
     assert tracker.peak <= estimate.total(config.train.batch_size) - estimate.fixed + 2 * estimate.per_item
     assert estimate.per_item * config.train.batch_size > tracker.peak / 4  # and not absurdly loose
+
+
+def test_sample_grid_captions_say_what_data_the_weights_were_trained_on(weights, tmp_path, monkeypatch):
+    import ganforge.cli
+
+    captions = []
+    monkeypatch.setattr(ganforge.cli, "save_grid", lambda images, path, caption: captions.append(caption))
+    result = cli("sample", "--weights", weights, "-n", 4, "--out", tmp_path / "png", "--grid", tmp_path / "g.png")
+    assert result.exit_code == 0, result.output
+    assert captions == [
+        f"{weights.name}: 4 samples, seed 0. Trained on: PHANTOM (procedural, not patient data): "
+        "48 images, seed 0, 16×16"
+    ]
+
+
+def test_a_log_in_a_file_has_timestamps_an_eta_and_says_what_it_waits_for(tmp_path):
+    import re
+
+    config = write_tiny(tmp_path, extra='\n[eval]\nmetrics = ["ms_ssim"]\nn = 16\n')
+    threads = torch.get_num_threads()
+    try:
+        result = cli("build", config, "--out", tmp_path / "run", "--steps", 3, "--threads", 1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)  # the rest of the suite runs in this process
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    stamped = [line for line in lines if re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  ", line)]
+    assert lines[: len(stamped)] == stamped and " ".join(lines[len(stamped) :]).startswith("done: step 3")
+    texts = [line[21:] for line in stamped]
+    assert texts[0] == "tiny: loading the data (phantom) ..."  # before the data, which can take minutes
+    assert re.fullmatch(r"step 2/3  D \S+  G \S+  \S+ img/s  ETA 0:00:\d\d", texts[4]), texts
+    assert "step 3: final evaluation (ms_ssim) ..." in texts

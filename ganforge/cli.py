@@ -588,6 +588,7 @@ def _real_images(real: Path, config, registry, resolution: int | None, channels:
     help="train-on-synthetic/test-on-real: --real is a classifier config, "
     "--fake a labelled synthetic set (e.g. from `sample --archive`)",
 )
+@_memory_option
 @_plugin_option
 def evaluate(
     weights,
@@ -606,6 +607,7 @@ def evaluate(
     device,
     no_cache,
     tstr,
+    max_memory,
     plugin_modules,
 ) -> None:
     """Score generated images against real ones: FID, KID, precision/recall, MS-SSIM; or --tstr, or --audit."""
@@ -623,7 +625,8 @@ def evaluate(
     from .config import ComponentRef
     from .evaluation import EvalContext, as_record, generated_set, run_metrics, subset
     from .inception import resolve_weights
-    from .sampling import load_generator
+    from .memory import budget
+    from .sampling import fitting_batch, load_generator
     from .training import select_device
 
     def registry_for(modules=()):
@@ -648,13 +651,17 @@ def evaluate(
     for ref in refs:
         registry.get("metric", ref.name)  # unknown names fail before any work
     generator = channels = None
+    batch = 64
     if weights is not None:
         generator, gconfig = load_generator(weights, registry)
         resolution, channels = gconfig.model.resolution, gconfig.model.image_channels
+        batch = fitting_batch(gconfig, registry, batch, budget(max_memory, dev), str(weights))
     real_set = _real_images(real, config, registry, resolution, channels)
     real_text = real_set.description
     real_images = subset(real_set.images, count, seed)
-    fake_images = generated_set(generator, fake, count or len(real_images), seed, dev, registry, real_set.images.shape)
+    fake_images = generated_set(
+        generator, fake, count or len(real_images), seed, dev, registry, real_set.images.shape, batch
+    )
     ctx = EvalContext(real_images, fake_images, dev, resolve_weights(inception_weights), cache=not no_cache)
     results = run_metrics(refs, registry, ctx)
     record = as_record(results, ctx)

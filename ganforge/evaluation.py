@@ -193,14 +193,21 @@ def as_record(results: list[MetricResult], ctx: EvalContext) -> dict[str, Any]:
 
 
 def generated_set(
-    generator: Any, folder: Path | None, count: int, seed: int, device: torch.device, registry: Registry, like: Any
+    generator: Any,
+    folder: Path | None,
+    count: int,
+    seed: int,
+    device: torch.device,
+    registry: Registry,
+    like: Any,
+    batch_size: int = 64,
 ) -> torch.Tensor:
-    """``count`` images of ``generator`` (its seeded latents), or up to ``count`` images of ``folder``
-    read at the size and channels of ``like`` (the real set's shape)."""
+    """``count`` images of ``generator`` (its seeded latents, ``batch_size`` at a time), or up to ``count``
+    images of ``folder`` read at the size and channels of ``like`` (the real set's shape)."""
     from .sampling import sample_stream
 
     if generator is not None:
-        return torch.cat(list(sample_stream(generator, count, seed, 64, device)))
+        return torch.cat(list(sample_stream(generator, count, seed, batch_size, device)))
     images = registry.build(
         "dataset", "image_folder", {"root": str(folder)}, resolution=like[-1], image_channels=like[1]
     ).images

@@ -190,10 +190,10 @@ def build(
         return
     # Before anything is allocated or written: what would not fit is one line, not a swapping machine.
     check_training_memory(config, registry, budget(max_memory, select_device(device, config.train.device)))
+    stop_with_parent()  # a sweep's row ends when its sweep does, however the sweep ended
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         check_batches_split(config, registry, nproc)  # here, not in every rank after torchrun started
         sys.exit(_torchrun(nproc))
-    stop_with_parent()  # a sweep's row ends when its sweep does, however the sweep ended
     if resume is not None:
         RunDir(resume).require_run()  # before the lock creates anything at a mistyped path
     out = out or resume or Path("runs") / config.name
@@ -259,7 +259,12 @@ def _torchrun(nproc: int) -> int:
             argv.append(arg)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     console.print(f"launching {nproc} processes: torchrun --standalone --nproc-per-node={nproc} -m ganforge ...")
-    return subprocess.call([*command, "-m", "ganforge", *argv])
+    launched = subprocess.Popen([*command, "-m", "ganforge", *argv])
+    try:
+        return launched.wait()
+    except (Interrupted, KeyboardInterrupt) as exc:  # pass the signal on: torchrun stops its ranks, which checkpoint
+        launched.send_signal(exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
+        return launched.wait()
 
 
 @main.command()

@@ -69,7 +69,7 @@ def stop_with_parent(poll_seconds: float = 0.5) -> None:
     would outlive a sweep killed with SIGKILL and train beside the rerun's copy of the row. A
     daemon thread watches the parent; SIGTERM makes the row write a checkpoint and stop as usual.
     """
-    raw = os.environ.get(PARENT_ENV, "")
+    raw = os.environ.pop(PARENT_ENV, "")  # this process's parent only: not inherited by torchrun's ranks
     if not raw.isdigit():
         return
     parent = int(raw)

@@ -623,7 +623,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_temporary(tmp
 def test_nproc_with_a_batch_that_does_not_split_is_refused_before_torchrun(tmp_path, monkeypatch):
     import subprocess as launched
 
-    monkeypatch.setattr(launched, "call", lambda *a, **k: pytest.fail("torchrun was started"))
+    monkeypatch.setattr(launched, "Popen", lambda *a, **k: pytest.fail("torchrun was started"))
     line = one_line_error(cli("build", write_tiny(tmp_path), "--out", tmp_path / "run", "--nproc", 3), 2)
     assert line == (
         "error: --nproc 3: train.batch_size (8) cannot be split over 3 processes; use a batch size divisible by 3"

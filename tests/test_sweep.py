@@ -102,16 +102,24 @@ def test_a_sweep_writes_the_table_from_its_runs_and_skips_finished_rows(tmp_path
     assert (out / "plain" / "plots" / "curves.png").is_file()
 
 
+def sweep_until_a_checkpoint(folder: Path, sweep: Path, steps: int) -> subprocess.Popen:
+    """``ganforge sweep`` of the row "plain" into ``folder/T``, running until that row has a checkpoint."""
+    env = {**os.environ, "PYTHONPATH": str(TESTS), "GANFORGE_CACHE": str(folder / "cache")}
+    command = [sys.executable, "-m", "ganforge", "sweep", str(sweep), "--out", "T", "--steps", str(steps)]
+    process = subprocess.Popen(
+        [*command, "--only", "plain"], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    checkpoints = folder / "T" / "plain" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while not list(checkpoints.glob("step_*.safetensors")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return process
+
+
 @pytest.mark.slow
 def test_a_sweep_stopped_mid_row_resumes_that_row(tmp_path):
     sweep = write_sweep(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(TESTS), "GANFORGE_CACHE": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "ganforge", "sweep", str(sweep), "--out", "T", "--steps", "40", "--only", "plain"]
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    checkpoints = tmp_path / "T" / "plain" / "checkpoints"
-    deadline = time.monotonic() + 300
-    while not list(checkpoints.glob("step_*.safetensors")) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    process = sweep_until_a_checkpoint(tmp_path, sweep, 40)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=300) == 130
     stopped_at = RunDir(tmp_path / "T" / "plain").checkpoint_steps()[0]
@@ -172,13 +180,8 @@ def test_a_table2_row_switches_to_real_data_with_set(tmp_path):
 def test_a_sweep_killed_with_sigkill_takes_its_row_along_and_the_rerun_trains_it_once(tmp_path):
     """SIGKILL reaches no handler: the row notices its sweep is gone, checkpoints and stops (no orphan)."""
     sweep = write_sweep(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(TESTS), "GANFORGE_CACHE": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "ganforge", "sweep", str(sweep), "--out", "T", "--steps", "60", "--only", "plain"]
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = sweep_until_a_checkpoint(tmp_path, sweep, 60)
     row = tmp_path / "T" / "plain"
-    deadline = time.monotonic() + 300
-    while not list((row / "checkpoints").glob("step_*.safetensors")) and time.monotonic() < deadline:
-        time.sleep(0.1)
     holder = lock_holder(row)
     assert holder and holder != process.pid  # the row's own build process holds its folder
     process.kill()

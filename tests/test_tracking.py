@@ -42,7 +42,8 @@ def test_training_goes_on_without_the_tensorboard_package(tiny_path, tmp_path, m
     assert result.output.count("tensorboard package is not installed") == 1
     assert not (tmp_path / "run" / FOLDER).exists() and (tmp_path / "run" / "generator_ema.safetensors").is_file()
     # Not a terminal: a plain line every log_every (1) steps instead of a live bar.
-    assert [line.split()[1] for line in result.output.splitlines() if line.startswith("step ")][:4] == [
+    # Each line starts with its time (date, clock), then "step N/TOTAL".
+    assert [line.split()[3] for line in result.output.splitlines() if line[21:].startswith("step ")][:4] == [
         "1/4",
         "2/4",
         "3/4",

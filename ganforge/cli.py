@@ -263,8 +263,10 @@ def _torchrun(nproc: int) -> int:
     try:
         return launched.wait()
     except (Interrupted, KeyboardInterrupt) as exc:  # pass the signal on: torchrun stops its ranks, which checkpoint
-        launched.send_signal(exc.signum if isinstance(exc, Interrupted) else signal.SIGINT)
-        return launched.wait()
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        launched.send_signal(signum)
+        launched.wait()
+        return 128 + signum
 
 
 @main.command()

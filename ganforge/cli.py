@@ -198,7 +198,7 @@ def build(
         RunDir(resume).require_run()  # before the lock creates anything at a mistyped path
     out = out or resume or Path("runs") / config.name
     main_rank = os.environ.get("RANK", "0") == "0"
-    with RunLock(out) if main_rank else nullcontext():  # one training process per run directory
+    with RunLock(out, warn=_warn) if main_rank else nullcontext():  # one training process per run directory
         if main_rank:
             RunDir(out).prepare(resume=resume is not None and _same(resume, out), overwrite=overwrite, warn=_warn)
         trainer = Trainer(config, registry, out, device=device, console=console)

@@ -82,8 +82,8 @@ class RunLock:
     The kernel drops a ``flock`` when its holder dies, so a killed run never leaves a stale lock behind.
     """
 
-    def __init__(self, folder: str | Path, what: str = "--out"):
-        self.folder, self.what = Path(folder), what
+    def __init__(self, folder: str | Path, what: str = "--out", warn: Warn | None = None):
+        self.folder, self.what, self.warn = Path(folder), what, warn
         self._fd: int | None = None
 
     @property
@@ -102,8 +102,10 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):  # e.g. ENOLCK on some NFS mounts
+                if self.warn:
+                    self.warn(f"{self.path}: cannot be locked ({exc.strerror}); make sure no other process uses it")
+                return self
             pid = holder_pid(self.path)
             who = f"PID {pid}" if pid else "another process"
             raise GanforgeError(

@@ -809,3 +809,19 @@ def test_a_log_in_a_file_has_timestamps_an_eta_and_says_what_it_waits_for(tmp_pa
     assert texts[0] == "tiny: loading the data (phantom) ..."  # before the data, which can take minutes
     assert re.fullmatch(r"step 2/3  D \S+  G \S+  \S+ img/s  ETA 0:00:\d\d", texts[4]), texts
     assert "step 3: final evaluation (ms_ssim) ..." in texts
+
+
+def test_a_file_system_without_locks_warns_and_trains_all_the_same(tmp_path, monkeypatch):
+    """Some NFS mounts answer flock with ENOLCK: that must not make training impossible there."""
+    import errno
+
+    import ganforge.rundir
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(ganforge.rundir.fcntl, "flock", no_locks)
+    result = cli("build", write_tiny(tmp_path), "--out", tmp_path / "run", "--steps", 1, "--no-eval")
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.output.split())
+    assert "cannot be locked (No locks available); make sure no other process uses it" in shown

@@ -93,12 +93,12 @@ class SweepRunner:
         self.console = console or Console(stderr=True)
         self.slots, self.capacity = machine_slots(max(1, jobs))
         if jobs > len(self.slots):
-            self.console.print(
-                f"[yellow]warning[/]: --jobs {jobs}: this machine has {self.capacity}; "
-                f"running {len(self.slots)} row(s) at once"
-            )
+            self._warn(f"--jobs {jobs}: this machine has {self.capacity}; running {len(self.slots)} row(s) at once")
         self._lock = threading.Lock()
         self._stopping = False
+
+    def _warn(self, message: str) -> None:
+        self.console.print(f"[yellow]warning[/]: {message}")
 
     # ------------------------------------------------------------------ state on disk
 
@@ -199,7 +199,7 @@ class SweepRunner:
 
     def run(self, rows: list[Row]) -> list[RowRun]:
         """Run ``rows`` (finished ones are skipped); raises Interrupted after a signal, once rows have stopped."""
-        with RunLock(self.out, "sweep directory"):
+        with RunLock(self.out, "sweep directory", self._warn):
             return self._run(rows)
 
     def _run(self, rows: list[Row]) -> list[RowRun]:

@@ -230,19 +230,43 @@ class FeatureSpace(Protocol):
     def describe(self) -> str: ...
 
 
-KINDS: dict[str, str] = {
-    "attention": "attention layer inserted after a block at chosen resolutions",
-    "weight_norm": "reparametrization of every conv weight (spectral norm, equalized lr)",
-    "feature_norm": "normalization of generator features (pixel norm)",
-    "generator_block": "generator stem and upsampling block",
-    "discriminator_block": "discriminator downsampling block and head",
-    "connection": "how images leave G and enter D (single-scale, multi-scale)",
-    "loss": "adversarial loss",
-    "optimizer": "optimizer for G and D",
-    "augment": "augmentation of real batches",
-    "dataset": "training images",
-    "metric": "image-set metric",
-    "classifier": "multi-label image classifier (latent class optimisation, train-on-synthetic evaluation)",
-    "analyser": "findings measured from images without learning (a ground truth for latent class optimisation)",
-    "feature_space": "image features in which the privacy audit measures distances (Inception, pixels)",
+@dataclass(frozen=True)
+class Kind:
+    """What the core passes a kind's factory (``context``) and what every built object must be (``returns``).
+
+    The registry checks a factory's signature against ``context`` when a plugin registers it, and
+    each object a factory returns against ``returns`` (an ``isinstance`` check: for the Protocols
+    above, that the methods and attributes exist).
+    """
+
+    description: str
+    context: tuple[str, ...] = ()
+    returns: type | None = None
+
+
+KINDS: dict[str, Kind] = {
+    "attention": Kind(
+        "attention layer inserted after a block at chosen resolutions", ("channels", "layers"), nn.Module
+    ),
+    "weight_norm": Kind("reparametrization of every conv weight (spectral norm, equalized lr)", (), WeightNorm),
+    "feature_norm": Kind("normalization of generator features (pixel norm)", ("channels",), nn.Module),
+    "generator_block": Kind("generator stem and upsampling block", ("layers",), GeneratorBlocks),
+    "discriminator_block": Kind("discriminator downsampling block and head", ("layers",), DiscriminatorBlocks),
+    "connection": Kind("how images leave G and enter D (single-scale, multi-scale)", (), Connection),
+    "loss": Kind("adversarial loss", (), Loss),
+    "optimizer": Kind("optimizer for G and D", ("parameters",), torch.optim.Optimizer),
+    "augment": Kind("augmentation of real batches", (), Augment),
+    "dataset": Kind("training images", ("resolution", "image_channels"), ImageDataset),
+    "metric": Kind("image-set metric", (), Metric),
+    "classifier": Kind(
+        "multi-label image classifier (latent class optimisation, train-on-synthetic evaluation)",
+        ("image_channels", "num_classes"),
+        nn.Module,
+    ),
+    "analyser": Kind(
+        "findings measured from images without learning (a ground truth for latent class optimisation)", (), Analyser
+    ),
+    "feature_space": Kind(
+        "image features in which the privacy audit measures distances (Inception, pixels)", (), FeatureSpace
+    ),
 }

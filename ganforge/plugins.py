@@ -58,7 +58,18 @@ def plugin_manager(modules: Iterable[str] = (), only: Iterable[str] | None = Non
         if any(module is plugin for plugin in pm.get_plugins()):
             continue
         pm.register(module, name=path)
+    _check_hooks(pm)
     return pm
+
+
+def _check_hooks(pm: pluggy.PluginManager) -> None:
+    """A misspelled hook (``@hookimpl def ganforge_registr``) would be ignored silently: name it instead."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        unknown = str(exc).split(" in plugin ")[0]  # "unknown hook 'ganforge_registr'"
+        raise GanforgeError(f"plugin {name!r}: {unknown}; ganforge's one hook is ganforge_register") from exc
 
 
 def _origin(ep: metadata.EntryPoint) -> str:

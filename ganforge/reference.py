@@ -80,11 +80,11 @@ def markdown(registry: Registry) -> str:
         *_config_rows(ClassifierConfig),
         "",
     ]
-    for kind, summary in KINDS.items():
+    for kind, spec in KINDS.items():
         components = [c for c in registry if c.kind == kind]
         if not components:
             continue
-        lines += [f"## {kind}", "", f"{summary.capitalize()}.", ""]
+        lines += [f"## {kind}", "", f"{spec.description.capitalize()}.", ""]
         for component in components:
             lines += [f"### `{component.name}`", "", f"{component.description} *(plugin: `{component.plugin}`)*", ""]
             fields = component.params.model_fields

@@ -6,18 +6,24 @@ and gives its parameters; the registry validates them against the component's ow
 factory, ...). Plugins never write to the registry directly: their hook receives a
 :class:`PluginRegistrar` that stamps every registration with the plugin's name, so duplicates can
 name both plugins.
+
+A plugin's mistakes surface where they are made, naming the plugin: at registration a factory
+whose signature does not fit its kind's context (:data:`ganforge.kinds.KINDS`) or its parameter
+model; at build an exception of the component's own (one line; ``--debug`` shows the chained
+cause) or an object that is not what its kind must return.
 """
 
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import RegistryError
+from .errors import GanforgeError, RegistryError
 from .kinds import KINDS
 
 
@@ -44,10 +50,60 @@ class Component:
             return params
         return self.params.model_validate(dict(params))
 
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name!r} (plugin {self.plugin!r})"
+
     def build(self, params: Mapping[str, Any] | BaseModel | None = None, **context: Any) -> Any:
-        """Instantiate: ``factory(**validated_params, **context)``; modules are tagged with ``self``."""
-        values = self.validate(params or {})
-        return tag(self.factory(**dict(values), **context), self)
+        """Instantiate: ``factory(**validated_params, **context)``; modules are tagged with ``self``.
+
+        The component's own errors become one :class:`RegistryError` naming it and its parameters
+        (ganforge's errors, OS errors and out-of-memory pass unchanged), and what it returns is
+        checked against its kind.
+        """
+        values = dict(self.validate(params or {}))
+        try:
+            built = self.factory(**values, **context)
+        except (GanforgeError, OSError, MemoryError):
+            raise
+        except Exception as exc:
+            if type(exc).__name__ == "OutOfMemoryError":  # torch's (a RuntimeError): not the component's fault
+                raise
+            text = str(exc).strip().splitlines()
+            detail = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+            raise RegistryError(f"{self.label} with {values}: {detail}") from exc
+        expected = KINDS[self.kind].returns
+        if expected is not None and not isinstance(built, expected):
+            raise RegistryError(
+                f"{self.label} returned {type(built).__name__}, but every {self.kind} must be a "
+                f"{expected.__name__} (ganforge.kinds)"
+            )
+        return tag(built, self)
+
+    def check_signature(self) -> None:
+        """Refuse a factory that cannot be called as ``factory(**params, **context)``, naming the plugin."""
+        try:
+            parameters = inspect.signature(self.factory).parameters
+        except (TypeError, ValueError):  # a builtin without a signature: nothing to check
+            return
+        context, fields = KINDS[self.kind].context, set(self.params.model_fields)
+        call = f"factory(**{self.params.__name__}, {', '.join(context) or 'no context'})"
+        clash = sorted(fields & set(context))
+        if clash:
+            raise RegistryError(
+                f"{self.label}: parameter(s) {', '.join(clash)} are named like what ganforge passes every "
+                f"{self.kind} ({', '.join(context)}); rename them"
+            )
+        if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            return
+        keyword = {name for name, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        required = {name for name in keyword if parameters[name].default is inspect.Parameter.empty}
+        problems = [f"does not take {name}" for name in context if name not in keyword]
+        problems += [f"does not take parameter {name}" for name in sorted(fields - keyword)]
+        problems += [f"requires {name}, which nothing passes" for name in sorted(required - fields - set(context))]
+        problems += [f"takes {name} positionally only" for name, p in parameters.items() if p.kind is p.POSITIONAL_ONLY]
+        if problems:
+            raise RegistryError(f"{self.label}: its factory {'; '.join(problems)}; ganforge calls {call}")
 
 
 def tag(obj: Any, component: Component | None) -> Any:
@@ -72,6 +128,7 @@ class Registry:
                 f"plugin {component.plugin!r} registers {component.name!r} under unknown kind "
                 f"{component.kind!r}; kinds are: {', '.join(KINDS)}"
             )
+        component.check_signature()
         key = (component.kind, component.name)
         if key in self._components:
             other = self._components[key]

@@ -33,9 +33,11 @@ browser:
 	@test -x $(BROWSER) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| echo "warning: could not install chromium (as root: apt-get install chromium); the browser test is skipped"
 
-# Lint, the test suite (with the browser test), then the docs site (strict: a broken link fails the build).
+# Lint, the type checker, the test suite (with the browser test), then the docs site (strict: a broken
+# link fails the build).
 test: $(STAMP) browser
 	$(BIN)/ruff check ganforge plugins tests examples benchmarks scripts
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 	$(MAKE) docs
 

@@ -324,7 +324,10 @@ def _non_finite(data: Any, prefix: str = "") -> str | None:
 
 
 def validate_config(
-    data: Mapping[str, Any], registry: Registry, file: str | None = None, schema: type[BaseModel] | None = None
+    data: Mapping[str, Any],
+    registry: Registry,
+    file: str | None = None,
+    schema: Schema | None = None,
 ) -> Any:
     """Validate plain data into ``schema`` (a :class:`Config` by default) with complete, checked component params."""
     bad = _non_finite(data)
@@ -352,7 +355,7 @@ def validate_config(
 
 
 def load_config(
-    path: str | Path, registry_for: Any, overrides: Sequence[str] = (), schema: type[BaseModel] | None = None
+    path: str | Path, registry_for: Any, overrides: Sequence[str] = (), schema: Schema | None = None
 ) -> tuple[Any, Registry]:
     """Read ``path`` (+ ``base`` chain, + ``--set`` overrides), load plugins, validate.
 
@@ -396,3 +399,6 @@ class ClassifierConfig(Strict):
     def component_refs(self) -> Iterator[tuple[str, str, ComponentRef]]:
         yield "data", "dataset", self.data
         yield "classifier", "classifier", self.classifier
+
+
+Schema = type[Config] | type[ClassifierConfig]  # the file schemas validate_config and load_config read

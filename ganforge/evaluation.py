@@ -105,7 +105,7 @@ class EvalContext:
         extractor_id = f"{extractor}-{layer}-{weights.stem if weights else 'download'}"
         path = cache_dir() / f"{fingerprint(images)}-{extractor_id}.safetensors"
         cached = _read_cache(path)
-        if self.dist.all(cached is not None):  # ranks agree, or they would wait in different collectives
+        if self.dist.all(cached is not None) and cached is not None:  # all ranks agree, or they would deadlock
             self.cache_hits.append(side)
             return cached
         features = self._extract(images, extractor, layer, weights, side)

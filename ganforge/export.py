@@ -37,7 +37,8 @@ def write_samples(batches: Iterator[torch.Tensor], count: int, out: str | Path) 
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    kept, written = [], 0
+    kept: list[torch.Tensor] = []
+    written = 0
     for batch in progress(batches, "sampling"):
         encoded = [encode_png(image) for image in batch]
         if written == 0:

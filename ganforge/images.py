@@ -62,7 +62,7 @@ def save_grid(images: torch.Tensor, path: str | Path, caption: str = "") -> None
     tiled = _pil(grid(images))
     if tiled.width < 256:  # small images: enlarge the grid (nearest neighbour) so it can be seen and captioned
         factor = math.ceil(256 / tiled.width)
-        tiled = tiled.resize((tiled.width * factor, tiled.height * factor), Image.NEAREST)
+        tiled = tiled.resize((tiled.width * factor, tiled.height * factor), Image.Resampling.NEAREST)
     if caption:
         font = ImageFont.load_default(size=11)  # Pillow's bundled scalable font, legible on small grids
         lines = textwrap.wrap(caption.replace("×", "x"), width=max(8, int(tiled.width / 6.5)))

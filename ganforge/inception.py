@@ -90,6 +90,7 @@ _PARAM = {"weight": "conv.weight", "beta": "bn.bias", "mean": "bn.running_mean",
 def _conv_index(name: str) -> tuple[str, int]:
     """'tower_1_conv_1' → ('tower_1_conv', 1); 'conv' → ('conv', 0)."""
     match = re.fullmatch(r"(.*?)(?:_(\d+))?", name)
+    assert match is not None  # the pattern matches every string
     base, index = match.group(1), match.group(2)
     return base, int(index) if index else 0
 
@@ -233,7 +234,7 @@ def create_extractor(name: str, layer: str, weights: Path | None, device: torch.
     """A torch-fidelity feature extractor on ``device``; the FID Inception from safetensors when possible."""
     from torch_fidelity.utils import create_feature_extractor
 
-    kwargs = {"verbose": False}
+    kwargs: dict[str, object] = {"verbose": False}
     if name == "inception-v3-compat" and weights is not None:
         register_extractor()
         name, kwargs["feature_extractor_weights_path"] = EXTRACTOR, str(weights)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 from .errors import Interrupted
 
@@ -28,7 +29,7 @@ class GracefulStop:
     def __init__(self) -> None:
         self.signum: int | None = None
         self._immediate = False
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Any] = {}  # what signal.signal returned: a handler, SIG_DFL or None
 
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread

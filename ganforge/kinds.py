@@ -134,6 +134,13 @@ class Growing(Protocol):
 
 
 @runtime_checkable
+class GrowthAware(Protocol):
+    """A module of a growing model (G's head, D's input, their buffers): told the stage before each step."""
+
+    def set_growth(self, resolution: int, alpha: float) -> None: ...
+
+
+@runtime_checkable
 class Loss(Protocol):
     """An adversarial loss. ``real`` and ``fake`` are image lists as the discriminator takes them."""
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypeVar
 
 from torch import nn
 
 from .kinds import WeightNorm
+
+ConvLayer = TypeVar("ConvLayer", nn.Conv2d, nn.ConvTranspose2d)
 
 
 @dataclass
@@ -44,7 +46,7 @@ class Layers:
             return nn.Identity()
         return self.feature_norm_factory(channels)
 
-    def _normalized(self, layer: nn.Module, fan_in: int) -> nn.Module:
+    def _normalized(self, layer: ConvLayer, fan_in: int) -> ConvLayer:
         for norm in self.weight_norms:
             norm.apply(layer, fan_in)
         return layer

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,9 +142,9 @@ def _loss(
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Per-classifier logits ``[V, B, K]`` and the per-latent BCE ``[B]`` averaged over classifiers and views."""
     logits = [c.logits(views).view(-1, size, len(target)) for c in classifiers]
-    bce = sum(
-        F.binary_cross_entropy_with_logits(x, target.expand_as(x), reduction="none").mean((0, 2)) for x in logits
-    ) / len(logits)
+    bce = torch.stack(
+        [F.binary_cross_entropy_with_logits(x, target.expand_as(x), reduction="none").mean((0, 2)) for x in logits]
+    ).mean(0)
     return logits, bce
 
 
@@ -397,8 +397,9 @@ def _fmt(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _average(values: dict[str, float | None]) -> float | None:
-    known = [v for v in values.values() if v is not None]
+def _average(values: Mapping[str, float | None] | Iterable[float | None]) -> float | None:
+    """The mean of the known values (of a mapping: of its values)."""
+    known = [v for v in (values.values() if isinstance(values, Mapping) else values) if v is not None]
     return sum(known) / len(known) if known else None
 
 
@@ -411,7 +412,10 @@ def summary_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[st
     for r in records:
         optimised = [_average(p) for p in r["classifiers"].values()]
         row = [r["labels"], str(r["accepted"]), str(r["tried"]), f"{r['acceptance']:.1%}", _fmt(r["mean_steps"], ".1f")]
-        row += [_fmt(r["seconds_per_accepted"], ".1f"), _fmt(_average(dict(enumerate(optimised))), ".2f")]
+        row += [
+            _fmt(r["seconds_per_accepted"], ".1f"),
+            _fmt(_average(optimised), ".2f"),
+        ]
         row += [_fmt(_average(r["judge"]["probability"]), ".2f")] if judged else []
         row += [_fmt(r["ground_truth"][key], ".0%") for key in ("carried", "exact")] if measured else []
         rows.append(row)

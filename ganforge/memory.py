@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import GanforgeError
+from .kinds import GrowthAware
 
 DEFAULT_SHARE = 0.8  # of the memory available at start-up, when --max-memory is not given
 ADAM_STATES = 2  # tensors per parameter an Adam-like optimizer keeps
@@ -135,7 +136,7 @@ def prepare_meta_model(module: nn.Module, resolution: int) -> nn.Module:
             if buffer.is_meta and buffer.dim() == 0:
                 setattr(child, name, torch.zeros((), dtype=buffer.dtype, device="cpu"))
     for child in module.modules():
-        if hasattr(child, "set_growth"):
+        if isinstance(child, GrowthAware):
             child.set_growth(resolution, 1.0)
     return module
 

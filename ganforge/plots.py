@@ -94,8 +94,8 @@ def plot_sweep(out: Path, rows: Sequence[str]) -> list[Path]:
         ax.legend(fontsize="small")
     written.append(save_figure(figure, out / "losses.png"))
 
-    grids = [(name, latest_samples(out / name)) for name in runs]
-    grids = [(name, path) for name, path in grids if path is not None]
+    found = [(name, latest_samples(out / name)) for name in runs]
+    grids = [(name, path) for name, path in found if path is not None]
     real = next(
         ((out / name / SAMPLES / "real.png") for name in runs if (out / name / SAMPLES / "real.png").is_file()), None
     )

@@ -35,9 +35,10 @@ def _config_rows(model: type[BaseModel], prefix: str = "") -> list[str]:
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         annotation = field.annotation
-        is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
-        if is_model and not issubclass(annotation, ComponentRef):
-            rows += _config_rows(annotation, f"{key}.")
+        model_type = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        is_model = model_type is not None
+        if model_type is not None and not issubclass(model_type, ComponentRef):
+            rows += _config_rows(model_type, f"{key}.")
             continue
         text = str(annotation)
         if "ComponentRef" in text or is_model:
@@ -46,8 +47,8 @@ def _config_rows(model: type[BaseModel], prefix: str = "") -> list[str]:
             kind = _type(field)
         description = (field.description or "").replace("|", "\\|")
         rows.append(f"| `{key}` | `{kind.replace('|', 'or')}` | {_default(field)} | {description} |")
-        if is_model and annotation is not ComponentRef:  # a component with keys of the core's own
-            core = {k: f for k, f in annotation.model_fields.items() if k not in ComponentRef.model_fields}
+        if model_type is not None and model_type is not ComponentRef:  # a component with keys of the core's own
+            core = {k: f for k, f in model_type.model_fields.items() if k not in ComponentRef.model_fields}
             for name, core_field in core.items():
                 text = (core_field.description or "").replace("|", "\\|")
                 rows.append(f"| `{key}.{name}` | `{_type(core_field)}` | {_default(core_field)} | {text} |")

@@ -275,9 +275,9 @@ class RunDir:
             except CheckpointError as exc:
                 damaged.append((self.checkpoint_path(step), exc))
                 continue
-            for path, exc in damaged:
+            for path, reason in damaged:
                 path.replace(path.with_suffix(".bad"))
-                warn(f"skipping a damaged checkpoint ({exc}); kept as {path.with_suffix('.bad').name}")
+                warn(f"skipping a damaged checkpoint ({reason}); kept as {path.with_suffix('.bad').name}")
             return checkpoint
         advice = (
             "nothing was changed; restore a checkpoint from a backup into "

@@ -27,6 +27,7 @@ def load_generator(path: str | Path, registry: Registry) -> tuple[Generator, Con
     generator, config, _ = load_model(
         path, registry, "ganforge.config", lambda cfg: build_generator(cfg.model, registry)
     )
+    assert isinstance(generator, Generator)
     return generator, config
 
 

@@ -13,7 +13,7 @@ import math
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import tomllib
 import torch
@@ -33,7 +33,7 @@ from .evaluation import EvalContext, as_record, run_metrics, subset
 from .holdout import Split
 from .images import save_grid, to_float, to_uint8
 from .interrupts import GracefulStop
-from .kinds import Growing, Growth, ImageDataset
+from .kinds import Growing, Growth, GrowthAware, ImageDataset
 from .memory import (
     ADAM_STATES,
     Estimate,
@@ -62,7 +62,7 @@ from .rundir import (
 from .sampling import generate, latents
 from .seeds import mix_seed
 from .tracking import TensorBoard
-from .weights import shapes_only, without_power_iterations
+from .weights import shapes_only
 
 # Keys that may differ between a run and its resumption (they say how long/where, not what).
 RESUMABLE_CHANGES = {
@@ -96,7 +96,7 @@ def compiled(module: nn.Module) -> nn.Module:
     if not hasattr(torch, "compile"):
         raise GanforgeError("train.compile = true: this PyTorch has no torch.compile; set it to false")
     try:
-        return torch.compile(module)
+        return cast(nn.Module, torch.compile(module))
     except RuntimeError as exc:  # e.g. a Python version dynamo does not support yet
         raise GanforgeError(f"train.compile = true: torch.compile is unavailable here ({exc})") from None
 
@@ -146,7 +146,7 @@ def training_estimate(config: Config, registry: Registry, batch: int = 4) -> Est
         gan = on_meta(lambda: build_gan(model, registry), "model")
     loss = registry.build("loss", config.loss.name, config.loss.params)
     G, D = (prepare_meta_model(net, model.resolution) for net in (gan.generator, gan.discriminator))
-    if hasattr(gan.connection, "set_growth"):  # as Trainer.growing
+    if isinstance(gan.connection, GrowthAware):  # as Trainer.growing
         gan.connection.set_growth(model.resolution, 1.0)
     weights, gradients = parameter_bytes(G) * 2 + parameter_bytes(D), parameter_bytes(G) + parameter_bytes(D)
     side = model.resolution
@@ -159,8 +159,7 @@ def training_estimate(config: Config, registry: Registry, batch: int = 4) -> Est
         loss.discriminator(D, real, [f.detach() for f in fake]).backward()
         loss.generator(D, real, fake).backward()
 
-    with without_power_iterations():
-        peak = peak_bytes(step)
+    peak = peak_bytes(step)
     return estimate(weights + ADAM_STATES * gradients, peak, batch, base=gradients)
 
 
@@ -217,7 +216,7 @@ class Trainer:
         self.augment = [registry.build("augment", a.name, a.params) for a in config.augment]
         self.finite = DivergenceCheck(self.device, config.train.on_nonfinite)
         self.growing = [
-            m for m in (self.gan.connection, *self.G.modules(), *self.D.modules()) if hasattr(m, "set_growth")
+            m for m in (self.gan.connection, *self.G.modules(), *self.D.modules()) if isinstance(m, GrowthAware)
         ]
         self.step = 0
         self.checkpoint_step: int | None = None  # step of the newest complete checkpoint on disk
@@ -668,7 +667,7 @@ class Trainer:
         stats = f"{grow}D {loss_d:.3f}  G {loss_g:.3f}  {speed:.1f} img/s"
         progress.update(task, stats=stats)
         if progress.disable:
-            total = progress.tasks[0].total
+            total = progress.tasks[0].total or self.step
             self.say(f"step {self.step}/{total:.0f}  {stats}  {self._eta(total)}")
 
     def _report(self, progress: Progress, record: dict[str, Any]) -> None:

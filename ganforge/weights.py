@@ -15,17 +15,15 @@ width 2048). So, in order:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
-from pydantic import BaseModel
 from torch import nn
 
 from .checkpoint import Header, load_state, load_tensors, read_header
-from .config import validate_config
+from .config import Schema, validate_config
 from .errors import CheckpointError, ConfigError
 from .registry import Registry
 
@@ -33,20 +31,10 @@ PLUGINS_KEY = "ganforge.plugins"
 
 
 @contextmanager
-def without_power_iterations() -> Iterator[None]:
-    """Skip spectral norm's power iterations: on meta tensors they compute nothing but cost seconds of
-    Python decompositions (15 when a norm is attached, one per training forward pass)."""
-    with ExitStack() as stack:
-        spectral = getattr(torch.nn.utils.parametrizations, "_SpectralNorm", None)
-        if spectral is not None and hasattr(spectral, "_power_method"):
-            stack.enter_context(mock.patch.object(spectral, "_power_method", lambda self, matrix, n: None))
-        yield
-
-
-@contextmanager
 def shapes_only() -> Iterator[None]:
-    """Build modules on the meta device (shapes, no storage), without power iterations."""
-    with torch.device("meta"), without_power_iterations():
+    """Build modules on the meta device: shapes, no storage. (The bundled spectral norm skips its power
+    iterations there, ``ganforge_plugins.norms``: they would compute nothing and cost seconds.)"""
+    with torch.device("meta"):
         yield
 
 
@@ -85,7 +73,7 @@ def load_model(
     registry: Registry,
     config_key: str,
     build: Callable[[Any], nn.Module],
-    schema: type[BaseModel] | None = None,
+    schema: Schema | None = None,
 ) -> tuple[nn.Module, Any, Header]:
     """Validate the config stored under ``config_key``, check ``build(config)``'s shapes, then load.
 

@@ -65,8 +65,8 @@ def _read_raster(path: Path, channels: int) -> np.ndarray:
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             array = np.asarray(img, dtype=np.float32) / 65535.0
             return np.clip(array, 0, 1)
-        img = img.convert("L" if channels == 1 else "RGB")
-        return np.asarray(img, dtype=np.float32) / 255.0
+        converted = img.convert("L" if channels == 1 else "RGB")
+        return np.asarray(converted, dtype=np.float32) / 255.0
 
 
 def read_image(path: Path, resolution: int, channels: int, fit: str = "center_crop") -> np.ndarray:
@@ -88,7 +88,7 @@ def read_image(path: Path, resolution: int, channels: int, fit: str = "center_cr
             side = min(h, w)
             top, left = (h - side) // 2, (w - side) // 2
             plane = plane[top : top + side, left : left + side]
-        resized = Image.fromarray(plane, mode="F").resize((resolution, resolution), Image.BICUBIC)
+        resized = Image.fromarray(plane, mode="F").resize((resolution, resolution), Image.Resampling.BICUBIC)
         out.append(np.asarray(resized))
     if channels == 3 and len(out) == 1:
         out = out * 3

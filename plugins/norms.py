@@ -8,7 +8,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import _SpectralNorm, spectral_norm
+from torch.nn.utils.parametrizations import _SpectralNorm
 
 from ganforge import hookimpl
 
@@ -36,16 +36,29 @@ class EqualizedLR:
         self.gain = gain
 
     def apply(self, module: nn.Module, fan_in: int) -> None:
+        weight, bias = module.weight, module.bias
+        assert isinstance(weight, torch.Tensor)
         with torch.no_grad():
-            module.weight.normal_(0.0, 1.0)
-            if module.bias is not None:
-                module.bias.zero_()
+            weight.normal_(0.0, 1.0)
+            if isinstance(bias, torch.Tensor):
+                bias.zero_()
         parametrize.register_parametrization(module, "weight", _Scale(self.gain / math.sqrt(fan_in)))
 
 
 class _FullPrecisionSpectralNorm(_SpectralNorm):
     """torch's spectral norm with σ computed in fp32 under autocast (CUDA autocast would run its matrix-vector
-    products in bf16/fp16). Same buffers and state-dict names as torch's."""
+    products in bf16/fp16). Same buffers and state-dict names as torch's.
+
+    It builds on torch's private ``_SpectralNorm`` (the class ``spectral_norm`` registers) so that its
+    buffers, state-dict names and numbers stay torch's; ``tests/test_layers.py`` fails if torch changes
+    what this relies on (the constructor's arguments, ``_power_method``).
+    """
+
+    def _power_method(self, weight_mat: torch.Tensor, n_power_iterations: int) -> None:
+        # On the meta device (shapes only: untrusted weights files, memory estimates) the iterations compute
+        # nothing, but their Python decompositions cost seconds (15 when a layer is created).
+        if not weight_mat.is_meta:
+            super()._power_method(weight_mat, n_power_iterations)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.device.type == "meta":  # memory estimates (ganforge.memory): autocast knows no meta device
@@ -67,10 +80,12 @@ class SpectralNorm:
         self.power_iterations, self.eps = power_iterations, eps
 
     def apply(self, module: nn.Module, fan_in: int) -> None:
-        spectral_norm(module, n_power_iterations=self.power_iterations, eps=self.eps)
-        for parametrization in module.parametrizations.weight:
-            if type(parametrization) is _SpectralNorm:
-                parametrization.__class__ = _FullPrecisionSpectralNorm
+        # What torch.nn.utils.parametrizations.spectral_norm does, with the fp32 subclass.
+        dim = 1 if isinstance(module, nn.ConvTranspose2d) else 0  # a transposed conv's output channels are dim 1
+        weight = module.weight
+        assert isinstance(weight, torch.Tensor)
+        norm = _FullPrecisionSpectralNorm(weight, self.power_iterations, dim, self.eps)
+        parametrize.register_parametrization(module, "weight", norm)
 
 
 class PixelNormParams(BaseModel):

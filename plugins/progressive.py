@@ -27,6 +27,9 @@ from ganforge.layers import Layers
 class _GrowthBuffers(nn.Module):
     """Current resolution and fade-in α, kept as buffers so they travel with the weights."""
 
+    resolution: torch.Tensor
+    alpha: torch.Tensor
+
     def __init__(self, resolution: int):
         super().__init__()
         self.register_buffer("resolution", torch.tensor(resolution))
@@ -90,6 +93,7 @@ class ProgressiveInput(DiscriminatorInput):
             return self.from_image[str(resolution)](image)
         if resolution == current // 2 and alpha < 1:
             low = self.from_image[str(resolution)](F.avg_pool2d(image, 2))
+            assert features is not None  # the block below the finest computed it
             return torch.lerp(low, features, alpha)
         return features
 

@@ -20,6 +20,8 @@ Resizing 64×64 images to 128 uses bilinear interpolation (the scripts' exact re
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,6 +31,9 @@ from torch import nn
 from ganforge import hookimpl
 from ganforge.errors import GanforgeError
 from ganforge.evaluation import EvalContext
+
+if TYPE_CHECKING:
+    from torchvision.models import Inception3
 
 SEWAR_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 BATCH = 20  # the authors' FID batch size
@@ -137,7 +142,7 @@ class SaadMSSSIM:
 class Mixed6eFeatures(nn.Module):
     """torchvision Inception-V3 up to Mixed_6e, average-pooled: ``[N, 3, H, W]`` in [0, 1] → ``[N, 768]``."""
 
-    def __init__(self, inception: nn.Module):
+    def __init__(self, inception: Inception3):
         super().__init__()
         self.layers = nn.Sequential(
             inception.Conv2d_1a_3x3,

@@ -72,6 +72,41 @@ def test_spectral_norm_makes_top_singular_value_one():
     assert sigma.item() == pytest.approx(1.0, abs=1e-3)
 
 
+@pytest.mark.parametrize("make", [lambda: torch.nn.Conv2d(6, 5, 3), lambda: torch.nn.ConvTranspose2d(6, 5, 4)])
+def test_the_bundled_spectral_norm_is_torchs_bit_for_bit(make):
+    """It subclasses torch's private _SpectralNorm: this fails when torch changes what that relies on."""
+    from torch.nn.utils.parametrizations import _SpectralNorm, spectral_norm
+
+    torch.manual_seed(0)
+    theirs = spectral_norm(make(), n_power_iterations=1, eps=1e-12)
+    torch.manual_seed(0)
+    ours = make()
+    SpectralNorm(power_iterations=1, eps=1e-12).apply(ours, fan_in=1)
+    assert isinstance(ours.parametrizations.weight[0], _SpectralNorm)
+    x = torch.randn(2, 6, 5, 5)
+    for _ in range(3):  # training-mode forwards run the power iteration
+        assert torch.equal(ours(x), theirs(x))
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    assert all(torch.equal(ours.state_dict()[k], theirs.state_dict()[k]) for k in theirs.state_dict())
+
+
+def test_spectral_norm_skips_its_power_iterations_on_the_meta_device_only(monkeypatch):
+    from torch.nn.utils.parametrizations import _SpectralNorm
+
+    calls = []
+    real = _SpectralNorm._power_method
+    monkeypatch.setattr(_SpectralNorm, "_power_method", lambda self, m, n: calls.append(n) or real(self, m, n))
+    layers = Layers(weight_norms=[SpectralNorm(power_iterations=2, eps=1e-12)])
+    conv = layers.conv(4, 4, 3)
+    conv(torch.randn(1, 4, 5, 5))
+    # torch's 15 when attached, then power_iterations per training-mode call: registration checks one, the forward
+    assert calls == [15, 2, 2]
+    with torch.device("meta"):
+        meta = layers.conv(4, 4, 3)
+        meta(torch.randn(1, 4, 5, 5))
+    assert calls == [15, 2, 2]  # nothing to compute on meta tensors
+
+
 def test_equalized_lr_scales_unit_weights_at_run_time():
     torch.manual_seed(0)
     conv = Layers(weight_norms=[EqualizedLR(gain=math.sqrt(2))]).conv(16, 4, 3)

@@ -49,7 +49,8 @@ def space_key(space: ComponentRef) -> str:
 
 def distances(ctx: EvalContext, space: ComponentRef) -> Distances:
     """The distances in the feature space ``space`` names, shared by every metric of ``ctx``."""
-    if ctx.registry is None:
+    registry = ctx.registry
+    if registry is None:
         raise ValueError("the privacy metrics need ctx.registry to build their feature space")
     key = ("distances", space_key(space))
-    return ctx.memo(key, lambda: Distances(ctx, ctx.registry.build("feature_space", space.name, space.params)))
+    return ctx.memo(key, lambda: Distances(ctx, registry.build("feature_space", space.name, space.params)))

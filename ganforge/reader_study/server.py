@@ -267,8 +267,8 @@ class ReadingApp:
         except BadRequest as exc:
             return _error(exc.message, exc.status)
         problem = self._invalid_answer(body)
-        if problem:
-            return _error(problem, 400)
+        if problem or not isinstance(body, dict):
+            return _error(problem or "the answer must be a JSON object", 400)
         try:
             self.store.record(
                 reader,

@@ -96,6 +96,7 @@ def create_from_sources(
             raise GanforgeError(f"--resolution {resolution}: the generator makes {size}×{size} images")
         generated_names: list[str] = []
     else:
+        assert fake_dir is not None  # checked above: one of the two is given
         size = resolution or first_image_size(fake_dir)
         generated, generated_names = folder_pool(fake_dir, n_generated, size, seed + 1, registry)
     real, real_names = folder_pool(real_dir, count - n_generated, size, seed, registry)

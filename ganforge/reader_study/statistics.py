@@ -133,7 +133,7 @@ def by_finding(reads: Sequence[Read], asked_finding: bool = False) -> dict[str, 
     names = sorted({f for r in labelled for f in r.findings or []})
     out = {}
     for name in [*names, NO_FINDING] if labelled else []:
-        subset = [r for r in labelled if (name in r.findings if name != NO_FINDING else not r.findings)]
+        subset = [r for r in labelled if (name in (r.findings or []) if name != NO_FINDING else not r.findings)]
         if subset:
             row = scores(subset, asked_finding)
             out[name] = {

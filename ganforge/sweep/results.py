@@ -27,8 +27,10 @@ FIGURES = {"FID": ("fid", "fid"), "MR": ("ms_ssim", "ms_ssim_real"), "MG": ("ms_
 NAMES = {"adam": "Adam", "rmsprop": "RMSprop", "relativistic_hinge": "RLHinge", "wgan_gp": "WGAN-GP"}
 
 
-def _name(ref: Any) -> str | None:
-    return ref.get("name") if isinstance(ref, dict) else ref
+def _name(ref: Any) -> str:
+    """A component reference's name ('' when there is none)."""
+    name = ref.get("name") if isinstance(ref, dict) else ref
+    return name if isinstance(name, str) else ""
 
 
 def table2_columns(config: dict[str, Any]) -> dict[str, Any]:

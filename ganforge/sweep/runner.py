@@ -275,7 +275,7 @@ def killed_by(signum: int) -> str:
         name = signal.Signals(signum).name
     except ValueError:
         name = f"signal {signum}"
-    causes = {
+    causes: dict[int, str] = {
         signal.SIGKILL: "most often the kernel's out-of-memory killer (see `dmesg`); lower the batch size or "
         "--jobs, or run it again: it resumes from its last checkpoint",
         signal.SIGSEGV: "a crash inside a native library (PyTorch, a driver)",

@@ -118,7 +118,7 @@ def load_sweep(path: str | Path) -> Sweep:
     for key, values in spec.grid.items():
         if not values:
             raise ConfigError("a grid key needs at least one value", file=str(path), key=f"grid.{key}")
-    rows = []
+    rows: list[Row] = []
     for row_name, row in (spec.rows or {"": RowSpec()}).items():
         for suffix, overrides in _grid_points(spec.grid):
             name = ",".join(part for part in (row_name, suffix) if part) or "base"

@@ -88,6 +88,13 @@ def _attention(net: NetworkConfig, registry: Registry, res: int, channels: int, 
 
 
 def _sequence(*modules: nn.Module | None) -> nn.Module:
+    """One module as itself, several as ``nn.Sequential``.
+
+    So state-dict keys depend on the config: ``stages.8.conv1…`` without attention at 8², and
+    ``stages.8.0.conv1…`` / ``stages.8.1.gamma`` with it. Every weights file ever written uses these
+    names, and a file is always loaded into the model its own config builds, so they stay;
+    ``tests/test_assembly.py`` pins them.
+    """
     present = [m for m in modules if m is not None]
     return present[0] if len(present) == 1 else nn.Sequential(*present)
 

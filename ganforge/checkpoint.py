@@ -140,7 +140,7 @@ class Header:
         try:
             return jsontext.loads(self.metadata[key])
         except ValueError as exc:
-            raise CheckpointError(f"{path}: metadata '{key}' is not valid JSON ({exc})") from None
+            raise CheckpointError(f"{path}: metadata '{key}' is not valid JSON ({exc})") from exc
 
 
 @contextmanager
@@ -152,11 +152,11 @@ def _opened(path: Path) -> Iterator[Any]:
         with safe_open(str(path), framework="pt") as handle:
             yield handle
     except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     except CheckpointError:
         raise
     except Exception as exc:  # safetensors raises its own error types for truncated/foreign files
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
 def read_header(path: str | Path) -> Header:
@@ -197,7 +197,7 @@ def load_state(path: str | Path, module: nn.Module, tensors: Mapping[str, torch.
         first = str(exc).strip().splitlines()
         raise CheckpointError(
             f"{path}: weights do not fit the model built from its config ({' '.join(first[:3])})"
-        ) from None
+        ) from exc
 
 
 def optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

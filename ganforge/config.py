@@ -220,14 +220,14 @@ def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"'base' chain loops back to {path}", file=str(path), key="base")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("config file not found", file=str(path)) from None
+    except FileNotFoundError as exc:
+        raise ConfigError("config file not found", file=str(path)) from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text (byte {exc.start}); TOML files are UTF-8", file=str(path)) from None
+        raise ConfigError(f"not UTF-8 text (byte {exc.start}); TOML files are UTF-8", file=str(path)) from exc
     except OSError as exc:
-        raise ConfigError(f"cannot read ({exc.strerror or exc})", file=str(path)) from None
+        raise ConfigError(f"cannot read ({exc.strerror or exc})", file=str(path)) from exc
     except (tomllib.TOMLDecodeError, RecursionError) as exc:
-        raise ConfigError(f"invalid TOML: {exc}", file=str(path)) from None
+        raise ConfigError(f"invalid TOML: {exc}", file=str(path)) from exc
     base = data.pop("base", None)
     if base is None:
         return data
@@ -336,18 +336,18 @@ def validate_config(
     try:
         config = (schema or Config).model_validate(dict(data))
     except ValidationError as exc:
-        raise _format_validation_error(exc, file) from None
-    except RecursionError:
-        raise ConfigError("nested too deeply", file=file) from None
+        raise _format_validation_error(exc, file) from exc
+    except RecursionError as exc:
+        raise ConfigError("nested too deeply", file=file) from exc
     for key, kind, ref in config.component_refs():
         try:
             component = registry.get(kind, ref.name)
         except RegistryError as exc:
-            raise ConfigError(str(exc), file=file, key=f"{key}.name") from None
+            raise ConfigError(str(exc), file=file, key=f"{key}.name") from exc
         try:
             params = component.validate(ref.params)
         except ValidationError as exc:
-            raise _format_validation_error(exc, file, key) from None
+            raise _format_validation_error(exc, file, key) from exc
         # Store the complete parameter set so the saved config shows every default.
         for field, value in params.model_dump().items():
             setattr(ref, field, value)

@@ -77,8 +77,8 @@ def _read(path: Path) -> tuple[torch.Tensor, int, str, float]:
     try:
         indices, total = tensors["indices"], int(meta["total"])
         return indices, total, meta["fingerprint"], float(meta["fraction"])
-    except (KeyError, ValueError):
-        raise CheckpointError(f"{path}: not a ganforge hold-out record") from None
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a ganforge hold-out record") from exc
 
 
 def matches_record(path: Path, part: Split) -> bool:

@@ -244,6 +244,6 @@ def create_extractor(name: str, layer: str, weights: Path | None, device: torch.
         raise
     except Exception as exc:  # urllib/http errors of the download, torch-fidelity's assertion errors
         if name == "inception-v3-compat":
-            raise GanforgeError(OFFLINE_HELP.format(reason=f"{type(exc).__name__}: {exc}")) from None
+            raise GanforgeError(OFFLINE_HELP.format(reason=f"{type(exc).__name__}: {exc}")) from exc
         raise GanforgeError(f"feature extractor {name!r} (layer {layer!r}) cannot be created: {exc}") from exc
     return extractor.to(device)

@@ -15,5 +15,5 @@ def loads(text: str | bytes) -> Any:
     """``json.loads(text)``; nesting too deep to parse raises :class:`ValueError` like any other bad JSON."""
     try:
         return json.loads(text)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc

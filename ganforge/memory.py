@@ -194,4 +194,4 @@ def on_meta(work: Callable[[], Any], what: str) -> Any:
         return work()
     except (RuntimeError, ValueError, OverflowError) as exc:
         text = str(exc).strip().splitlines()
-        raise GanforgeError(f"{what}: cannot be built at this size ({text[0] if text else exc})") from None
+        raise GanforgeError(f"{what}: cannot be built at this size ({text[0] if text else exc})") from exc

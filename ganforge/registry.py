@@ -146,8 +146,8 @@ class Registry:
         """Look a component up; an unknown name raises an error listing the closest names."""
         try:
             return self._components[(kind, name)]
-        except KeyError:
-            raise RegistryError(self.unknown_message(kind, name)) from None
+        except KeyError as exc:
+            raise RegistryError(self.unknown_message(kind, name)) from exc
 
     def unknown_message(self, kind: str, name: str) -> str:
         names = self.names(kind)

@@ -111,7 +111,7 @@ class RunLock:
             raise GanforgeError(
                 f"{self.what} {self.folder}: {who} is already running there; wait for it to end or stop it "
                 "(one process per run directory)"
-            ) from None
+            ) from exc
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -169,8 +169,8 @@ class Checkpoint:
         """The resolved config the run was trained with."""
         try:
             config = jsontext.loads(self.metadata.get("ganforge.config", "{}"))
-        except ValueError:
-            raise CheckpointError(f"{self.path}: metadata 'ganforge.config' is not valid JSON") from None
+        except ValueError as exc:
+            raise CheckpointError(f"{self.path}: metadata 'ganforge.config' is not valid JSON") from exc
         return config if isinstance(config, dict) else {}
 
     def part(self, prefix: str) -> dict[str, torch.Tensor]:
@@ -255,8 +255,8 @@ class RunDir:
             raise CheckpointError(f"{path}: no '{STATE_KEY}' in its metadata")
         try:
             state = jsontext.loads(meta[STATE_KEY])
-        except ValueError:
-            raise CheckpointError(f"{path}: metadata '{STATE_KEY}' is not valid JSON") from None
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: metadata '{STATE_KEY}' is not valid JSON") from exc
         if not isinstance(state, dict) or state.get("step") != step:
             raise CheckpointError(f"{path}: its train state is for step {state.get('step')}, not {step}")
         return Checkpoint(path, step, tensors, state, meta)

@@ -98,7 +98,7 @@ def compiled(module: nn.Module) -> nn.Module:
     try:
         return cast(nn.Module, torch.compile(module))
     except RuntimeError as exc:  # e.g. a Python version dynamo does not support yet
-        raise GanforgeError(f"train.compile = true: torch.compile is unavailable here ({exc})") from None
+        raise GanforgeError(f"train.compile = true: torch.compile is unavailable here ({exc})") from exc
 
 
 def select_device(name: str, configured: str = "auto") -> torch.device:
@@ -447,7 +447,7 @@ class Trainer:
         try:
             return tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise CheckpointError(f"--resume {source.path}: cannot read {path.name} ({exc})") from None
+            raise CheckpointError(f"--resume {source.path}: cannot read {path.name} ({exc})") from exc
 
     def _same_experiment(self, where: str | Path, saved: dict[str, Any]) -> None:
         saved, ours = _flat(saved), _flat(self.config.to_dict())
@@ -467,7 +467,7 @@ class Trainer:
             restore_optimizer("opt_g", self.opt_g, checkpoint.tensors, state["opt_g"])
             restore_optimizer("opt_d", self.opt_d, checkpoint.tensors, state["opt_d"])
         except (KeyError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"{checkpoint.path}: optimizer state does not fit ({exc})") from None
+            raise CheckpointError(f"{checkpoint.path}: optimizer state does not fit ({exc})") from exc
         self.step = self.checkpoint_step = checkpoint.step
         self.best_fid = state.get("best_fid")
         self.precision.load_state(state.get("grad_scalers", {}))
@@ -587,7 +587,7 @@ class Trainer:
             try:
                 self._loop(total_steps, evaluate, stop)
             except Interrupted as exc:  # a second signal, or one during the final evaluation
-                raise Interrupted(exc.signum, self.step, self.checkpoint_step) from None
+                raise Interrupted(exc.signum, self.step, self.checkpoint_step) from exc
             finally:
                 if self._reader is not None:
                     self._reader.close()

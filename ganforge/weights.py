@@ -87,14 +87,14 @@ def load_model(
     try:
         config = validate_config(raw, registry, f"{path} (metadata)", schema)
     except ConfigError as exc:
-        raise CheckpointError(f"{exc}{_missing_plugins(path, header, registry)}") from None
+        raise CheckpointError(f"{exc}{_missing_plugins(path, header, registry)}") from exc
     try:
         with shapes_only():
             expected = {k: tuple(v.shape) for k, v in build(config).state_dict().items()}
     except CheckpointError:
         raise
     except Exception as exc:  # a plugin's factory refusing the parameters it was given
-        raise CheckpointError(f"{path}: cannot build the model its metadata describes ({exc})") from None
+        raise CheckpointError(f"{path}: cannot build the model its metadata describes ({exc})") from exc
     _compare_shapes(path, expected, header)
     model = build(config)
     tensors, _ = load_tensors(path)

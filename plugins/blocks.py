@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -63,18 +64,29 @@ class MinibatchStdDev(nn.Module):
     """Appends one channel: the mean std-dev of features across a group of samples.
 
     ``group_size = 0`` uses the whole batch (BMSG-GAN); otherwise groups of ``group_size``
-    (PGGAN/StyleGAN use 4), shrunk to the largest divisor of the batch size.
+    (PGGAN/StyleGAN use 4). The rule when the batch (per process) does not divide: the group shrinks
+    to the largest divisor of the batch below ``group_size``, as PGGAN's ``min(group_size, N)`` does
+    for small batches. A batch of 7 then gives groups of 1, whose std-dev carries no signal, so
+    that case is warned about (once per layer).
     """
 
     def __init__(self, group_size: int, eps: float = 1e-8):
         super().__init__()
         self.group_size, self.eps = group_size, eps
+        self._warned = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         g = B if self.group_size == 0 else min(self.group_size, B)
         while B % g:
             g -= 1
+        if g == 1 < min(self.group_size, B) and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"minibatch std-dev: a batch of {B} does not divide into groups of {self.group_size}; groups of 1 "
+                "carry no signal (make the batch per process divisible by group_size, or set group_size = 0)",
+                stacklevel=2,
+            )
         y = x.reshape(g, B // g, C, H, W)
         y = torch.sqrt((y - y.mean(dim=0)).pow(2).mean(dim=0) + self.eps)  # [B/g, C, H, W]
         y = y.mean(dim=(1, 2, 3)).reshape(-1, 1, 1, 1).repeat(g, 1, H, W)  # sample n gets group n % (B/g)
@@ -133,7 +145,12 @@ class MSGGeneratorBlocks:
 class MSGDiscriminatorParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     minibatch_std: bool = Field(True, description="append the minibatch std-dev channel in the head")
-    group_size: int = Field(0, ge=0, description="minibatch std-dev group; 0 = whole batch (BMSG-GAN)")
+    group_size: int = Field(
+        0,
+        ge=0,
+        description="minibatch std-dev group; 0 = whole batch (BMSG-GAN); a batch that does not divide by it "
+        "uses the largest divisor below it",
+    )
     head_channels: int = Field(0, ge=0, description="width of the head convs; 0 = its input width")
 
 

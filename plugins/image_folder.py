@@ -112,9 +112,9 @@ def _from_csv(root: Path, csv_path: Path, p: dict) -> tuple[list[Path], list[lis
         with csv_path.open(newline="", encoding="utf-8") as handle:
             return _read_csv_rows(csv.DictReader(handle), csv_path, root, by_name, p)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{csv_path}: not UTF-8 text (byte {exc.start}); save the CSV as UTF-8") from None
+        raise DataError(f"{csv_path}: not UTF-8 text (byte {exc.start}); save the CSV as UTF-8") from exc
     except csv.Error as exc:
-        raise DataError(f"{csv_path}: not a readable CSV ({exc})") from None
+        raise DataError(f"{csv_path}: not a readable CSV ({exc})") from exc
 
 
 def _read_csv_rows(

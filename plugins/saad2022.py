@@ -183,7 +183,7 @@ def torchvision_inception(weights: str) -> Mixed6eFeatures:
             raise GanforgeError(
                 f"saad2022_fid needs torchvision's ImageNet Inception-V3 weights and the download failed ({exc}); "
                 'save them as safetensors where there is a network and pass { name = "saad2022_fid", weights = FILE }'
-            ) from None
+            ) from exc
     model.load_state_dict(state)
     return Mixed6eFeatures(model).eval()
 

@@ -80,3 +80,13 @@ def test_attention_positions_follow_config(tmp_path):
     d_attention = [n for n, m in gan.discriminator.named_modules() if type(m).__name__ == "SelfAttention"]
     assert g_attention == ["stages.8.1", "stages.16.1"]
     assert d_attention == ["stages.8.0"]
+
+
+def test_state_dict_names_are_those_every_weights_file_was_written_with(tmp_path):
+    """A stage with attention is an nn.Sequential (``.0``/``.1``), one without is the block itself."""
+    config, registry = tiny_model(tmp_path)
+    keys = set(build_generator(config.model, registry).state_dict())
+    assert {"stages.8.0.conv1.parametrizations.weight.original", "stages.8.1.gamma"} <= keys  # attention at 8
+    plain, _ = tiny_model(tmp_path, "model.generator.attention_resolutions=[]")
+    keys = set(build_generator(plain.model, registry).state_dict())
+    assert "stages.8.conv1.parametrizations.weight.original" in keys and not any(".gamma" in k for k in keys)

@@ -138,8 +138,18 @@ def test_minibatch_stddev_against_numpy():
     np.testing.assert_allclose(grouped[:, 3, 0, 0].numpy(), np.tile(per_group, 4), rtol=1e-5)
 
 
-def test_minibatch_stddev_group_shrinks_to_a_divisor():
-    assert MinibatchStdDev(4)(torch.randn(6, 2, 4, 4)).shape == (6, 3, 4, 4)
+def test_minibatch_stddev_group_shrinks_to_a_divisor_and_warns_when_that_is_one():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # groups of 2 for a batch of 6: the documented rule, no warning
+        assert MinibatchStdDev(4)(torch.randn(6, 2, 4, 4)).shape == (6, 3, 4, 4)
+    layer = MinibatchStdDev(4)
+    with pytest.warns(UserWarning, match="a batch of 7 does not divide into groups of 4; groups of 1"):
+        layer(torch.randn(7, 2, 4, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer(torch.randn(7, 2, 4, 4))  # once per layer
 
 
 class Table(torch.nn.Module):

@@ -691,6 +691,10 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("GANFORGE_DEBUG", "1")
     result = CliRunner().invoke(main, ["build", str(tmp_path / "missing.toml")])
     assert isinstance(result.exception, ConfigError)
+    assert isinstance(result.exception.__cause__, FileNotFoundError)  # the cause stays in the traceback
+    (tmp_path / "latin1.toml").write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+    result = CliRunner().invoke(main, ["build", str(tmp_path / "latin1.toml")])
+    assert isinstance(result.exception, ConfigError) and isinstance(result.exception.__cause__, UnicodeDecodeError)
 
 
 # --------------------------------------------------------------------------- memory before allocation

@@ -321,8 +321,8 @@ async def _json(request: Request) -> object:
             raise BadRequest(413, f"request body over {MAX_BODY} bytes")
     try:
         return jsontext.loads(bytes(body))
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest(400, "the request body is not valid JSON") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(400, "the request body is not valid JSON") from exc
 
 
 def create_app(study: Study) -> ASGIApp:
@@ -340,7 +340,7 @@ def check_address(host: str, port: int) -> None:
             probe.bind(address)
     except OSError as exc:
         reason = exc.strerror or exc
-        raise GanforgeError(f"cannot listen on {host}:{port} ({reason}); choose another --host/--port") from None
+        raise GanforgeError(f"cannot listen on {host}:{port} ({reason}); choose another --host/--port") from exc
 
 
 def is_loopback(host: str) -> bool:

@@ -191,7 +191,7 @@ def _read_model(path: Path, model: type[BaseModel], what: str):
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise DataError(f"{path}: not a valid {what} ({where}: {first['msg']})") from None
+        raise DataError(f"{path}: not a valid {what} ({where}: {first['msg']})") from exc
 
 
 @dataclass

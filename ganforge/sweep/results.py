@@ -93,10 +93,10 @@ def _state(out: Path) -> dict[str, Any]:
     path = out / STATE_FILE
     try:
         state = jsontext.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{out}: not a sweep directory (no {STATE_FILE})") from None
-    except ValueError:
-        raise CheckpointError(f"{path}: not valid JSON") from None
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{out}: not a sweep directory (no {STATE_FILE})") from exc
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: not valid JSON") from exc
     return state
 
 

@@ -101,17 +101,17 @@ def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("sweep file not found", file=str(path)) from None
+    except FileNotFoundError as exc:
+        raise ConfigError("sweep file not found", file=str(path)) from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid TOML ({exc})", file=str(path)) from None
+        raise ConfigError(f"not valid TOML ({exc})", file=str(path)) from exc
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = ".".join(str(part) for part in err["loc"])
         reason = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        raise ConfigError(reason, file=str(path), key=key) from None
+        raise ConfigError(reason, file=str(path), key=key) from exc
     base = (path.parent / spec.base).resolve()
     if not base.is_file():
         raise ConfigError(f"base config {base} not found", file=str(path), key="base")
@@ -130,7 +130,7 @@ def load_sweep(path: str | Path) -> Sweep:
                 try:
                     parse_override(item)
                 except ConfigError as exc:
-                    raise ConfigError(str(exc), file=str(path), key=f"rows.{name}.set") from None
+                    raise ConfigError(str(exc), file=str(path), key=f"rows.{name}.set") from exc
             if name in [r.name for r in rows]:
                 raise ConfigError(f"two rows are both named {name!r}", file=str(path), key="grid")
             rows.append(Row(name, [*row.set, *overrides], dict(row.paper)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import tomli_w
 import tomllib
@@ -214,20 +214,39 @@ class Config(Strict):
 # --------------------------------------------------------------------------- loading
 
 
-def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a TOML file and merge it over its ``base`` (a path relative to the file)."""
-    if path in seen:
-        raise ConfigError(f"'base' chain loops back to {path}", file=str(path), key="base")
+def read_toml(path: Path, what: str = "config file") -> dict[str, Any]:
+    """A TOML file as plain data: every file ganforge reads (experiments, classifiers, sweeps) comes
+    through here, so a missing, unreadable, non-UTF-8 or malformed one is one error naming it."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError("config file not found", file=str(path)) from exc
+        raise ConfigError(f"{what} not found", file=str(path)) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text (byte {exc.start}); TOML files are UTF-8", file=str(path)) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read ({exc.strerror or exc})", file=str(path)) from exc
     except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise ConfigError(f"invalid TOML: {exc}", file=str(path)) from exc
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validated(schema: type[Model], data: Any, file: str | None = None, prefix: str = "") -> Model:
+    """``schema.model_validate(data)``; the first problem is a :class:`ConfigError` naming the file and dotted key."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise _format_validation_error(exc, file, prefix) from exc
+    except RecursionError as exc:
+        raise ConfigError("nested too deeply", file=file) from exc
+
+
+def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a TOML file and merge it over its ``base`` (a path relative to the file)."""
+    if path in seen:
+        raise ConfigError(f"'base' chain loops back to {path}", file=str(path), key="base")
+    data = read_toml(path)
     base = data.pop("base", None)
     if base is None:
         return data
@@ -333,12 +352,7 @@ def validate_config(
     bad = _non_finite(data)
     if bad:
         raise ConfigError("must be a finite number (inf and nan are not allowed)", file=file, key=bad)
-    try:
-        config = (schema or Config).model_validate(dict(data))
-    except ValidationError as exc:
-        raise _format_validation_error(exc, file) from exc
-    except RecursionError as exc:
-        raise ConfigError("nested too deeply", file=file) from exc
+    config = validated(schema or Config, dict(data), file)
     for key, kind, ref in config.component_refs():
         try:
             component = registry.get(kind, ref.name)

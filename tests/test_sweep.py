@@ -217,3 +217,21 @@ def test_a_row_killed_by_a_signal_says_which_and_why():
     assert killed_by(signal.SIGKILL).startswith("killed by SIGKILL: most often the kernel's out-of-memory killer")
     assert killed_by(signal.SIGSEGV).startswith("killed by SIGSEGV: a crash")
     assert killed_by(signal.SIGUSR1) == "killed by SIGUSR1: sent by another process"
+
+
+@pytest.mark.parametrize(
+    "text, key, reason",
+    [
+        ('base = "tiny.toml"\n[rows.a]\nsett = ["optim.lr=0.1"]\n', "rows.a.sett", "unknown key"),
+        ('base = "tiny.toml"\n[rows.a]\nset = "optim.lr=0.1"\n', "rows.a.set", "Input should be a valid list"),
+        ("[rows.a]\n", "base", "required key is missing"),
+        ('base = "tiny.toml"\n[rows\n', None, "invalid TOML"),
+    ],
+)
+def test_sweep_files_report_file_and_key_as_every_config_does(tmp_path, text, key, reason):
+    write_tiny(tmp_path)
+    (tmp_path / "sweep.toml").write_bytes(text.encode())
+    with pytest.raises(ConfigError) as err:
+        load_sweep(tmp_path / "sweep.toml")
+    assert str(err.value).startswith(f"{tmp_path / 'sweep.toml'}: " + (f"{key}: " if key else ""))
+    assert reason in str(err.value)

@@ -28,9 +28,11 @@ from typing import Literal
 
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from .. import jsontext
 from ..checkpoint import atomic_write, fsync_dir
+from ..config import validated
 from ..errors import DataError, GanforgeError
 from ..progress import progress
 
@@ -187,11 +189,10 @@ def _read_model(path: Path, model: type[BaseModel], what: str):
     if not path.is_file():
         raise DataError(f"{path}: not found; is {path.parent} a reader study (ganforge reader-study create)?")
     try:
-        return model.model_validate_json(path.read_bytes())
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise DataError(f"{path}: not a valid {what} ({where}: {first['msg']})") from exc
+        data = jsontext.loads(path.read_bytes())
+    except ValueError as exc:
+        raise DataError(f"{path}: not a valid {what} (not JSON: {exc})") from exc
+    return validated(model, data, str(path))  # the file and key of the first problem, as for every config
 
 
 @dataclass

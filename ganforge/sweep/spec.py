@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import parse_override
+from ..config import parse_override, read_toml, validated
 from ..errors import ConfigError
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
@@ -99,19 +98,7 @@ def _grid_points(grid: dict[str, list[Any]]) -> list[tuple[str, list[str]]]:
 def load_sweep(path: str | Path) -> Sweep:
     """Read and check a sweep file: every row name usable as a directory, every override parseable."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError("sweep file not found", file=str(path)) from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid TOML ({exc})", file=str(path)) from exc
-    try:
-        spec = SweepSpec.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(part) for part in err["loc"])
-        reason = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        raise ConfigError(reason, file=str(path), key=key) from exc
+    spec = validated(SweepSpec, read_toml(path, "sweep file"), str(path))  # as every config: ganforge.config
     base = (path.parent / spec.base).resolve()
     if not base.is_file():
         raise ConfigError(f"base config {base} not found", file=str(path), key="base")

@@ -219,7 +219,7 @@ def restore_optimizer(
 ) -> None:
     state: dict[int, dict[str, Any]] = {}
     for key, value in list(tensors.items()) + list(structure["scalars"].items()):
-        head, index, name = key.split(".", 2)
-        if head == prefix:
+        if key.startswith(f"{prefix}."):  # the networks' tensors share the file: "generator.weight", ...
+            _, index, name = key.split(".", 2)
             state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": structure["param_groups"]})

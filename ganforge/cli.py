@@ -172,9 +172,10 @@ def build(
     printed (exit 130/143); a second Ctrl-C aborts at once.
     """
     from .assembly import build_gan
+    from .footprint import check_training_memory
     from .memory import budget
     from .summary import architecture_tables
-    from .training import Trainer, check_training_memory, select_device
+    from .training import Trainer, select_device
 
     if steps is not None and epochs is not None:
         raise click.UsageError("give --steps or --epochs, not both")
@@ -360,8 +361,9 @@ def sample(
     The file is loaded as untrusted data: no module it names is imported (pass --plugin for those you trust).
     """
     from .export import GRID_LIMIT, write_samples
+    from .footprint import fitting_batch
     from .memory import budget
-    from .sampling import fitting_batch, load_generator, sample_stream, trained_on, warn_if_constant
+    from .sampling import load_generator, sample_stream, trained_on, warn_if_constant
     from .training import select_device
 
     registry = load_registry(plugin_modules)
@@ -631,9 +633,10 @@ def evaluate(
     from .checkpoint import atomic_write
     from .config import ComponentRef
     from .evaluation import EvalContext, as_record, generated_set, run_metrics, subset
+    from .footprint import fitting_batch
     from .inception import resolve_weights
     from .memory import budget
-    from .sampling import fitting_batch, load_generator
+    from .sampling import load_generator
     from .training import select_device
 
     def registry_for(modules=()):

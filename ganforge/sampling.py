@@ -10,10 +10,9 @@ import torch
 from .assembly import Generator, build_generator
 from .config import Config
 from .images import to_uint8
-from .memory import Estimate, estimate, fit_batch, on_meta, parameter_bytes, peak_bytes, prepare_meta_model
 from .registry import Registry
 from .seeds import mix_seed
-from .weights import load_model, shapes_only
+from .weights import load_model
 
 LATENT_BLOCK = 1024
 
@@ -84,23 +83,6 @@ def warn_if_constant(
             )
             warned = True
         yield batch
-
-
-def generation_estimate(config: Config, registry: Registry, batch: int = 4) -> Estimate:
-    """Memory of generating with this config's generator: its weights plus a batch's peak, per image."""
-    with shapes_only():
-        generator = on_meta(lambda: build_generator(config.model, registry), "sample").eval()
-    prepare_meta_model(generator, config.model.resolution)
-    z = torch.zeros(batch, config.model.latent_dim, device="meta")
-    with torch.no_grad():
-        peak = peak_bytes(lambda: generator(z))
-    return estimate(parameter_bytes(generator), peak, batch)
-
-
-def fitting_batch(config: Config, registry: Registry, wanted: int, limit: int, source: str) -> int:
-    """The batch size, up to ``wanted``, whose generation fits in ``limit`` bytes (one line when none does)."""
-    advice = "pass a larger --max-memory if the machine has it"
-    return fit_batch(generation_estimate(config, registry), wanted, limit, f"{source}: generating", advice)
 
 
 def trained_on(path: str | Path) -> str:

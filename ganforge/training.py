@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-import tomllib
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -24,7 +23,8 @@ from torch import nn
 from . import __version__, holdout, inception
 from .assembly import GAN, build_dataset, build_gan
 from .batches import DataOrder, Prefetcher
-from .checkpoint import atomic_write, load_state, optimizer_tensors, read_header, restore_optimizer, save_module
+from .checkpoint import atomic_write, save_module
+from .checkpointing import Checkpointer
 from .config import Config, dump_toml
 from .distributed import Distributed
 from .divergence import DivergenceCheck, gradient_norm
@@ -34,55 +34,21 @@ from .holdout import Split
 from .images import save_grid, to_float, to_uint8
 from .interrupts import GracefulStop
 from .kinds import Growing, Growth, GrowthAware, ImageDataset
-from .memory import (
-    ADAM_STATES,
-    Estimate,
-    estimate,
-    on_meta,
-    parameter_bytes,
-    peak_bytes,
-    prepare_meta_model,
-    require_fit,
-)
 from .plugins import plugin_versions
 from .precision import Precision
 from .registry import Registry
 from .rundir import (
     CONFIG_FILE,
-    DISCRIMINATOR,
-    GENERATOR,
     GENERATOR_BEST,
-    GENERATOR_EMA,
     HOLDOUT,
     SAMPLES,
-    STATE_KEY,
-    Checkpoint,
     RunDir,
 )
 from .sampling import generate, latents
 from .seeds import mix_seed
 from .tracking import TensorBoard
-from .weights import shapes_only
 
-# Keys that may differ between a run and its resumption (they say how long/where, not what).
-RESUMABLE_CHANGES = {
-    "train.steps",
-    "train.epochs",
-    "train.log_every",
-    "train.sample_every",
-    "train.checkpoint_every",
-    "train.keep_checkpoints",
-    "train.on_nonfinite",
-    "train.device",
-    "train.precision",
-    "train.channels_last",
-    "train.compile",
-    "train.data_workers",
-    "train.threads",
-    "train.tensorboard",
-}
 DEVICE_DATA_LIMIT = 2**30  # uint8 bytes of a dataset held on the training device; larger ones stream per batch
-EXPORTS = {"generator": GENERATOR, "generator_ema": GENERATOR_EMA, "discriminator": DISCRIMINATOR}
 
 
 def compiled(module: nn.Module) -> nn.Module:
@@ -135,51 +101,6 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
         torch._foreach_copy_(buffers, list(model.buffers()))
 
 
-def training_estimate(config: Config, registry: Registry, batch: int = 4) -> Estimate:
-    """Memory of training ``config``: G, D, the EMA copy and Adam's state, plus a step's peak per image.
-
-    Measured on the meta device (:mod:`ganforge.memory`) over one D step and one G step as
-    :meth:`Trainer.train_step` runs them, at the final resolution of a growing model.
-    """
-    model = config.model
-    with shapes_only():
-        gan = on_meta(lambda: build_gan(model, registry), "model")
-    loss = registry.build("loss", config.loss.name, config.loss.params)
-    G, D = (prepare_meta_model(net, model.resolution) for net in (gan.generator, gan.discriminator))
-    if isinstance(gan.connection, GrowthAware):  # as Trainer.growing
-        gan.connection.set_growth(model.resolution, 1.0)
-    weights, gradients = parameter_bytes(G) * 2 + parameter_bytes(D), parameter_bytes(G) + parameter_bytes(D)
-    side = model.resolution
-
-    def step() -> None:
-        z = torch.zeros(batch, model.latent_dim, device="meta")
-        images = torch.zeros(batch, model.image_channels, side, side, device="meta")
-        real = gan.connection.pyramid(images, model.resolutions)
-        fake = G(z)
-        loss.discriminator(D, real, [f.detach() for f in fake]).backward()
-        loss.generator(D, real, fake).backward()
-
-    peak = peak_bytes(step)
-    return estimate(weights + ADAM_STATES * gradients, peak, batch, base=gradients)
-
-
-def check_training_memory(config: Config, registry: Registry, limit: int) -> None:
-    """Refuse, before anything is allocated, a config whose training would not fit in ``limit`` bytes."""
-    advice = "lower train.batch_size, the channel widths or model.*.attention_resolutions"
-    batch = config.train.batch_size
-    require_fit(training_estimate(config, registry), batch, limit, f"training with train.batch_size = {batch}", advice)
-
-
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 class Trainer:
     """Builds everything a run needs from a validated config and trains it into ``out``.
 
@@ -214,6 +135,15 @@ class Trainer:
         d_optim = config.optim_d or config.optim
         self.opt_d = registry.build("optimizer", d_optim.name, d_optim.params, parameters=self.D.parameters())
         self.augment = [registry.build("augment", a.name, a.params) for a in config.augment]
+        self.checkpoints = Checkpointer(
+            self.run,
+            self.networks,
+            {"opt_g": self.opt_g, "opt_d": self.opt_d},
+            self.precision,
+            lambda role, step: model_metadata(config, registry, role, step, self.data.description),
+            config.train.keep_checkpoints,
+            lambda message: self.warn(message),  # late-bound: callers may replace self.warn
+        )
         self.finite = DivergenceCheck(self.device, config.train.on_nonfinite)
         self.growing = [
             m for m in (self.gan.connection, *self.G.modules(), *self.D.modules()) if isinstance(m, GrowthAware)
@@ -369,29 +299,12 @@ class Trainer:
         return {"generator": self.G, "generator_ema": self.G_ema, "discriminator": self.D}
 
     def save(self) -> None:
-        """Write a checkpoint of this step as one unit, then refresh the top-level weights files from it."""
+        """Write a checkpoint of this step (rank 0), unless the state about to be saved has diverged."""
         self._probe()
         self.finite.check(self.checkpoint_step)  # a diverged state never replaces a good checkpoint
-        if not self.dist.is_main:  # rank 0 writes; the others only keep count
-            self.checkpoint_step = self.step
-            return
-        nets = self.networks
-        tensors = {f"{part}.{k}": v for part, net in nets.items() for k, v in net.state_dict().items()}
-        g_tensors, g_struct = optimizer_tensors("opt_g", self.opt_g)
-        d_tensors, d_struct = optimizer_tensors("opt_d", self.opt_d)
-        state = {
-            "step": self.step,
-            "opt_g": g_struct,
-            "opt_d": d_struct,
-            "best_fid": self.best_fid,
-            "grad_scalers": self.precision.state(),
-        }
-        metadata = {**self._model_metadata("checkpoint"), STATE_KEY: state}
-        self.run.write_checkpoint(
-            self.step, {**tensors, **g_tensors, **d_tensors}, metadata, self.config.train.keep_checkpoints
-        )
+        if self.dist.is_main:  # rank 0 writes; the others only keep count
+            self.checkpoints.save(self.step, self.best_fid)
         self.checkpoint_step = self.step
-        self._export({part: net.state_dict() for part, net in nets.items()})
 
     def _probe(self) -> None:
         """Let the divergence check judge the weights about to be saved (their losses on the last batch,
@@ -418,12 +331,6 @@ class Trainer:
                     torch._foreach_copy_(buffers, kept)
         self.finite.probe(self.step, loss_d, loss_g, fake[-1], ema)
 
-    def _export(self, parts: dict[str, dict[str, torch.Tensor]]) -> None:
-        """Top-level weights files (``generator_ema.safetensors``, ...) from the given state dicts."""
-        for part, state in parts.items():
-            role = "discriminator" if part == "discriminator" else "generator"
-            self.run.export(EXPORTS[part], state, self._model_metadata(role))
-
     def resume(self, run: str | Path) -> None:
         """Continue from the newest verified checkpoint in ``run``; its config must match ours.
 
@@ -432,70 +339,14 @@ class Trainer:
         """
         source = RunDir(run)
         source.require_run()
-        checkpoint = source.latest_checkpoint(self.warn)
-        if checkpoint is None:
-            self._same_experiment(run, self._saved_config(source))
+        resumed = self.checkpoints.resume(source, self.config, write=self.dist.is_main)
+        if resumed is None:
             self.warn(f"--resume {run}: no complete checkpoint yet; starting from step 0")
         else:
-            self._same_experiment(checkpoint.path, checkpoint.config())
-            self._load(checkpoint)
+            self.step = self.checkpoint_step = resumed.step
+            self.best_fid = resumed.best_fid
         if self.dist.is_main:
             self.run.truncate_metrics(self.step, self.warn)
-
-    def _saved_config(self, source: RunDir) -> dict[str, Any]:
-        path = source.path / CONFIG_FILE
-        try:
-            return tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"--resume {source.path}: cannot read {path.name} ({exc})") from exc
-
-    def _same_experiment(self, where: str | Path, saved: dict[str, Any]) -> None:
-        saved, ours = _flat(saved), _flat(self.config.to_dict())
-        changed = sorted(
-            k
-            for k in saved.keys() | ours.keys()
-            if saved.get(k) != ours.get(k) and k not in RESUMABLE_CHANGES and not k.startswith("eval.")
-        )
-        if changed:
-            raise CheckpointError(f"--resume {where}: the config differs from the run's in {', '.join(changed)}")
-
-    def _load(self, checkpoint: Checkpoint) -> None:
-        for part, net in self.networks.items():
-            load_state(checkpoint.path, net, checkpoint.part(part))
-        state = checkpoint.state
-        try:
-            restore_optimizer("opt_g", self.opt_g, checkpoint.tensors, state["opt_g"])
-            restore_optimizer("opt_d", self.opt_d, checkpoint.tensors, state["opt_d"])
-        except (KeyError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"{checkpoint.path}: optimizer state does not fit ({exc})") from exc
-        self.step = self.checkpoint_step = checkpoint.step
-        self.best_fid = state.get("best_fid")
-        self.precision.load_state(state.get("grad_scalers", {}))
-        self._adopt_best()
-        # Killed between a checkpoint and its exports: bring the stale ones level (and leave the rest untouched).
-        stale = [part for part, name in EXPORTS.items() if self._exported_step(self.out / name) != checkpoint.step]
-        if self.dist.is_main:
-            self._export({part: checkpoint.part(part) for part in stale})
-
-    @staticmethod
-    def _exported_step(path: Path) -> int | None:
-        try:
-            return int(read_header(path).metadata["ganforge.step"])
-        except (CheckpointError, KeyError, ValueError):
-            return None
-
-    def _adopt_best(self) -> None:
-        """An evaluation after the last checkpoint (the final one) may have set a better FID: take it."""
-        path = self.out / GENERATOR_BEST
-        if not path.is_file():
-            return
-        try:
-            meta = read_header(path).metadata
-            fid, step = float(meta["ganforge.fid"]), int(meta["ganforge.step"])
-        except (CheckpointError, KeyError, ValueError):
-            return
-        if step <= self.step and (self.best_fid is None or fid < self.best_fid):
-            self.best_fid = fid
 
     # ------------------------------------------------------------------ evaluation and samples
 

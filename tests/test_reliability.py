@@ -739,7 +739,7 @@ def test_an_oversized_but_self_consistent_weights_file_is_refused_in_bounded_mem
 
 def test_sample_picks_the_batch_that_fits_and_writes_the_same_images(weights, tmp_path):
     from ganforge.config import validate_config
-    from ganforge.sampling import generation_estimate
+    from ganforge.footprint import generation_estimate
 
     registry = load_registry()
     config = validate_config(json.loads(read_header(weights).metadata["ganforge.config"]), registry, "weights")
@@ -768,8 +768,8 @@ def test_configs_too_large_for_memory_are_refused_before_allocation(tmp_path, ov
 
 def test_the_training_estimate_bounds_what_a_step_allocates(tiny):
     """Upper bound, not a guess: the meta-device trace covers the peak of a real CPU step (above the weights)."""
+    from ganforge.footprint import training_estimate
     from ganforge.memory import LiveBytes
-    from ganforge.training import training_estimate
 
     config, registry = tiny
     trainer = Trainer(config, registry, "unused", device="cpu")

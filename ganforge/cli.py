@@ -8,7 +8,6 @@ import shlex
 import signal
 import sys
 import threading
-from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -16,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import api
 from .config import load_config
 from .distributed import check_batches_split
 from .errors import CheckpointError, GanforgeError, Interrupted
@@ -25,7 +25,7 @@ from .interrupts import stop_with_parent
 from .lco import LCOSettings
 from .plugins import load_registry
 from .reader_study.cli import reader_study
-from .rundir import RunDir, RunLock
+from .rundir import RunDir
 
 console = Console(stderr=True)
 
@@ -172,10 +172,7 @@ def build(
     printed (exit 130/143); a second Ctrl-C aborts at once.
     """
     from .assembly import build_gan
-    from .footprint import check_training_memory
-    from .memory import budget
     from .summary import architecture_tables
-    from .training import Trainer, select_device
 
     if steps is not None and epochs is not None:
         raise click.UsageError("give --steps or --epochs, not both")
@@ -189,61 +186,55 @@ def build(
         for table in architecture_tables(build_gan(config.model, registry), config.model.latent_dim):
             _stdout().print(table)
         return
-    # Before anything is allocated or written: what would not fit is one line, not a swapping machine.
-    check_training_memory(config, registry, budget(max_memory, select_device(device, config.train.device)))
     stop_with_parent()  # a sweep's row ends when its sweep does, however the sweep ended
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         check_batches_split(config, registry, nproc)  # here, not in every rank after torchrun started
         sys.exit(_torchrun(nproc))
-    if resume is not None:
-        RunDir(resume).require_run()  # before the lock creates anything at a mistyped path
-    out = out or resume or Path("runs") / config.name
-    main_rank = os.environ.get("RANK", "0") == "0"
-    with RunLock(out, warn=_warn) if main_rank else nullcontext():  # one training process per run directory
-        if main_rank:
-            RunDir(out).prepare(resume=resume is not None and _same(resume, out), overwrite=overwrite, warn=_warn)
-        trainer = Trainer(config, registry, out, device=device, console=console)
-        _train(trainer, config_path, out, resume, steps, epochs, no_eval, device, sets)
-
-
-def _same(a: Path, b: Path) -> bool:
-    return Path(a).resolve() == Path(b).resolve()
-
-
-def _warn(message: str) -> None:
-    console.print(f"[yellow]warning[/]: {message}")
-
-
-def _train(trainer, config_path, out, resume, steps, epochs, no_eval, device, sets) -> None:
-    """Resume (or not), train, and on a signal print the command that resumes the run."""
     try:
-        trainer.dist.barrier()
-        if resume is not None:
-            trainer.resume(resume)
-        trainer.fit(trainer.total_steps(steps, epochs), evaluate=not no_eval)
-        trainer.dist.barrier()  # no rank tears the process group down while another still uses it
+        result = api.train(
+            config,
+            out,
+            steps=steps,
+            epochs=epochs,
+            resume=resume,
+            overwrite=overwrite,
+            evaluate=not no_eval,
+            device=device,
+            max_memory=max_memory,
+            registry=registry,
+            console=console,
+        )
     except Interrupted as exc:
-        if not trainer.dist.is_main:
-            sys.exit(exc.exit_code)
-        again = ["ganforge", "build", str(config_path), "--resume", str(out)]
-        again += [f"--set={item}" for item in sets] + ([f"--steps={steps}"] if steps is not None else [])
-        again += [f"--epochs={epochs}"] if epochs is not None else []
-        again += ["--no-eval"] if no_eval else []
-        again += [f"--device={device}"] if device != "auto" else []
-        again += [f"--nproc={trainer.dist.world}"] if trainer.dist.active else []
-        if exc.checkpoint_step == exc.step:
-            state = ""
-        elif exc.checkpoint_step is None:
-            state = " (no checkpoint yet)"
-        else:
-            state = f" (last checkpoint: step {exc.checkpoint_step})"
-        click.echo(f"interrupted at step {exc.step}{state}; resume with: {shlex.join(again)}", err=True)
-        sys.exit(exc.exit_code)
-    finally:
-        trainer.dist.close()
-    trainer.console.print(
-        f"[green]done[/]: step {trainer.step}; weights in {out}/ (generator_ema.safetensors for sampling)"
-    )
+        sys.exit(
+            _interrupted(
+                exc, config_path, out or resume or Path("runs") / config.name, sets, steps, epochs, no_eval, device
+            )
+        )
+    if os.environ.get("RANK", "0") == "0":
+        console.print(
+            f"[green]done[/]: step {result.step}; weights in {result.out}/ (generator_ema.safetensors for sampling)"
+        )
+
+
+def _interrupted(exc, config_path, out, sets, steps, epochs, no_eval, device) -> int:
+    """Print (rank 0) the command that resumes an interrupted run; the exit code (128 + the signal)."""
+    if os.environ.get("RANK", "0") != "0":
+        return exc.exit_code
+    again = ["ganforge", "build", str(config_path), "--resume", str(out)]
+    again += [f"--set={item}" for item in sets] + ([f"--steps={steps}"] if steps is not None else [])
+    again += [f"--epochs={epochs}"] if epochs is not None else []
+    again += ["--no-eval"] if no_eval else []
+    again += [f"--device={device}"] if device != "auto" else []
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    again += [f"--nproc={world}"] if world > 1 else []
+    if exc.checkpoint_step == exc.step:
+        state = ""
+    elif exc.checkpoint_step is None:
+        state = " (no checkpoint yet)"
+    else:
+        state = f" (last checkpoint: step {exc.checkpoint_step})"
+    click.echo(f"interrupted at step {exc.step}{state}; resume with: {shlex.join(again)}", err=True)
+    return exc.exit_code
 
 
 def _torchrun(nproc: int) -> int:
@@ -360,53 +351,48 @@ def sample(
 
     The file is loaded as untrusted data: no module it names is imported (pass --plugin for those you trust).
     """
-    from .export import GRID_LIMIT, write_samples
-    from .footprint import fitting_batch
-    from .memory import budget
-    from .sampling import load_generator, sample_stream, trained_on, warn_if_constant
-    from .training import select_device
-
-    registry = load_registry(plugin_modules)
-    generator, config = load_generator(weights, registry)
-    dev = select_device(device)
-    fitted = fitting_batch(config, registry, batch_size, budget(max_memory, dev), str(weights))
-    if fitted < batch_size:
-        console.print(f"batches of {fitted} images (not {batch_size}): what fits in the memory budget (--max-memory)")
-    batch_size = fitted
-    if classifiers or labels or archive or judge or analyser_name:
-        settings = LCOSettings(
-            steps=lco_steps,
-            lr=lco_lr,
-            threshold=threshold,
-            batch_size=batch_size,
-            max_tries=max_tries or 0,
-            views=views,
-            pool=pool,
-        )
-        _sample_lco(
-            generator,
-            config,
+    if not (classifiers or labels or archive or judge or analyser_name):
+        done = api.sample(
             weights,
-            classifiers,
-            labels,
-            archive,
             count,
             out,
-            seed,
-            settings,
-            dev,
-            grid,
-            registry,
-            judge,
-            analyser_name,
+            seed=seed,
+            batch_size=batch_size,
+            grid=grid,
+            device=device,
+            max_memory=max_memory,
+            plugins=plugin_modules,
+            console=console,
         )
+        console.print(f"wrote {done.count} {done.resolution}×{done.resolution} PNGs to {done.out}/")
         return
-    stream = sample_stream(generator, count, seed, batch_size, dev)
-    first = write_samples(warn_if_constant(stream, _warn, str(weights)), count, out)
-    if grid is not None:
-        shown = f"the first {GRID_LIMIT} of " if count > GRID_LIMIT else ""
-        save_grid(first, grid, f"{weights.name}: {shown}{count} samples, seed {seed}.{trained_on(weights)}")
-    console.print(f"wrote {count} {config.model.resolution}×{config.model.resolution} PNGs to {out}/")
+    loaded = api.load_for_sampling(weights, plugin_modules, device, batch_size, max_memory, console)
+    settings = LCOSettings(
+        steps=lco_steps,
+        lr=lco_lr,
+        threshold=threshold,
+        batch_size=loaded.batch_size,
+        max_tries=max_tries or 0,
+        views=views,
+        pool=pool,
+    )
+    _sample_lco(
+        loaded.generator,
+        loaded.config,
+        weights,
+        classifiers,
+        labels,
+        archive,
+        count,
+        out,
+        seed,
+        settings,
+        loaded.device,
+        grid,
+        loaded.registry,
+        judge,
+        analyser_name,
+    )
 
 
 def _lco_classifier(path: Path, registry):
@@ -785,7 +771,6 @@ def sweep(sweep_file, only, steps, out, jobs, overrides) -> None:
 def report(directory) -> None:
     """Write a sweep's results.md/.csv and plots, or a run's curves, again from its files."""
     from .plots import plot_run
-    from .rundir import RunDir
     from .sweep import write_report
     from .sweep.runner import STATE_FILE
 
@@ -803,7 +788,6 @@ def report(directory) -> None:
 def plot(run) -> None:
     """Plot a run's losses, images/second and evaluated figures over steps (RUN/plots/curves.png)."""
     from .plots import plot_run
-    from .rundir import RunDir
 
     if not RunDir(run).is_run():
         raise CheckpointError(f"{run}: not a ganforge run directory")

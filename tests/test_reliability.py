@@ -783,10 +783,10 @@ def test_the_training_estimate_bounds_what_a_step_allocates(tiny):
 
 
 def test_sample_grid_captions_say_what_data_the_weights_were_trained_on(weights, tmp_path, monkeypatch):
-    import ganforge.cli
+    import ganforge.images
 
     captions = []
-    monkeypatch.setattr(ganforge.cli, "save_grid", lambda images, path, caption: captions.append(caption))
+    monkeypatch.setattr(ganforge.images, "save_grid", lambda images, path, caption: captions.append(caption))
     result = cli("sample", "--weights", weights, "-n", 4, "--out", tmp_path / "png", "--grid", tmp_path / "g.png")
     assert result.exit_code == 0, result.output
     assert captions == [

@@ -1,0 +1,180 @@
+"""ganforge from Python: what the ``ganforge`` commands do, as functions that return what they made.
+
+::
+
+    import ganforge.api as gf
+
+    run = gf.train("examples/demo.toml", out="runs/demo", steps=300, overwrite=True)
+    samples = gf.sample(run.generator_ema, n=16, out="runs/demo/png", grid="runs/demo/grid.png")
+
+Each function raises a :class:`~ganforge.errors.GanforgeError` subclass (one line, naming the file
+or key) for what a user can fix, and :class:`~ganforge.errors.Interrupted` when SIGINT/SIGTERM
+stopped training after a checkpoint. The command line only parses options, calls these and prints.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from .assembly import Generator
+from .config import Config, load_config
+from .plugins import load_registry
+from .registry import Registry
+from .rundir import GENERATOR, GENERATOR_EMA, RunDir, RunLock
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A finished training run: its folder and the step it reached."""
+
+    out: Path
+    step: int
+
+    @property
+    def generator_ema(self) -> Path:
+        """The EMA generator's weights: what to sample from."""
+        return self.out / GENERATOR_EMA
+
+    @property
+    def generator(self) -> Path:
+        return self.out / GENERATOR
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """PNGs written by :func:`sample`."""
+
+    out: Path
+    count: int
+    resolution: int
+    batch_size: int  # what fitted the memory budget (at most the one asked for)
+    grid: Path | None
+
+
+def _warn_to(console: Console):
+    return lambda message: console.print(f"[yellow]warning[/]: {message}")
+
+
+def train(
+    experiment: Config | str | Path,
+    out: str | Path | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    steps: int | None = None,
+    epochs: float | None = None,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+    evaluate: bool = True,
+    device: str = "auto",
+    max_memory: str | None = None,
+    registry: Registry | None = None,
+    console: Console | None = None,
+) -> TrainResult:
+    """Assemble the GAN ``experiment`` describes (a config file, or a loaded :class:`Config`; ``overrides``
+    are ``KEY=VALUE`` as ``--set`` takes them) and train it into ``out``.
+
+    ``out`` defaults to ``resume``, then ``runs/<name>``; ``steps``/``epochs`` are totals, also when
+    resuming. Before anything is allocated the memory training needs is checked against
+    ``max_memory`` (default: 80 % of what is available); the run directory is locked for the life
+    of the call, so a second process cannot train into it.
+    """
+    from .footprint import check_training_memory
+    from .memory import budget
+    from .training import Trainer, select_device
+
+    if isinstance(experiment, Config):
+        config, registry = experiment, registry or load_registry(experiment.plugins)
+    else:
+        config, registry = load_config(Path(experiment), load_registry, list(overrides))
+    console = console or Console(stderr=True)
+    check_training_memory(config, registry, budget(max_memory, select_device(device, config.train.device)))
+    if resume is not None:
+        RunDir(resume).require_run()  # before the lock creates anything at a mistyped path
+    target = Path(out or resume or Path("runs") / config.name)
+    main_rank = os.environ.get("RANK", "0") == "0"
+    with RunLock(target, warn=_warn_to(console)) if main_rank else nullcontext():
+        if main_rank:
+            same = resume is not None and Path(resume).resolve() == target.resolve()
+            RunDir(target).prepare(resume=same, overwrite=overwrite, warn=_warn_to(console))
+        trainer = Trainer(config, registry, target, device=device, console=console)
+        try:
+            trainer.dist.barrier()
+            if resume is not None:
+                trainer.resume(resume)
+            trainer.fit(trainer.total_steps(steps, epochs), evaluate=evaluate)
+            trainer.dist.barrier()  # no rank tears the process group down while another still uses it
+        finally:
+            trainer.dist.close()
+    return TrainResult(target, trainer.step)
+
+
+def sample(
+    weights: str | Path,
+    n: int,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    batch_size: int = 64,
+    grid: str | Path | None = None,
+    device: str = "cpu",
+    max_memory: str | None = None,
+    plugins: Sequence[str] = (),
+    console: Console | None = None,
+) -> SampleResult:
+    """Write ``n`` PNGs from a generator weights file (same seed, same bytes), and optionally a grid.
+
+    The file is loaded as untrusted data (:mod:`ganforge.weights`): only installed plugins and the
+    ``plugins`` modules named here are imported. Batches are the largest up to ``batch_size`` that
+    fit ``max_memory``; a batch of constant images is warned about.
+    """
+    from .export import GRID_LIMIT, write_samples
+    from .images import save_grid
+    from .sampling import sample_stream, trained_on, warn_if_constant
+
+    console = console or Console(stderr=True)
+    weights, out = Path(weights), Path(out)
+    loaded = load_for_sampling(weights, plugins, device, batch_size, max_memory, console)
+    stream = sample_stream(loaded.generator, n, seed, loaded.batch_size, loaded.device)
+    stream = warn_if_constant(stream, _warn_to(console), str(weights))
+    first = write_samples(stream, n, out)
+    if grid is not None:
+        shown = f"the first {GRID_LIMIT} of " if n > GRID_LIMIT else ""
+        save_grid(first, grid, f"{weights.name}: {shown}{n} samples, seed {seed}.{trained_on(weights)}")
+    resolution = loaded.config.model.resolution
+    return SampleResult(out, n, resolution, loaded.batch_size, Path(grid) if grid is not None else None)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A generator loaded for sampling, with what it was loaded with."""
+
+    generator: Generator
+    config: Config
+    registry: Registry
+    device: torch.device
+    batch_size: int  # the largest up to the one asked for that fits the memory budget
+
+
+def load_for_sampling(
+    weights: Path, plugins: Sequence[str], device: str, batch_size: int, max_memory: str | None, console: Console
+) -> Loaded:
+    """Load ``weights`` as untrusted data and pick the batch size that fits ``max_memory``."""
+    from .footprint import fitting_batch
+    from .memory import budget
+    from .sampling import load_generator
+    from .training import select_device
+
+    registry = load_registry(plugins)
+    generator, config = load_generator(weights, registry)
+    dev = select_device(device)
+    fitted = fitting_batch(config, registry, batch_size, budget(max_memory, dev), str(weights))
+    if fitted < batch_size:
+        console.print(f"batches of {fitted} images (not {batch_size}): what fits in the memory budget (--max-memory)")
+    return Loaded(generator, config, registry, dev, fitted)

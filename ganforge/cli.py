@@ -376,23 +376,7 @@ def sample(
         views=views,
         pool=pool,
     )
-    _sample_lco(
-        loaded.generator,
-        loaded.config,
-        weights,
-        classifiers,
-        labels,
-        archive,
-        count,
-        out,
-        seed,
-        settings,
-        loaded.device,
-        grid,
-        loaded.registry,
-        judge,
-        analyser_name,
-    )
+    _sample_lco(loaded, weights, classifiers, labels, archive, count, out, seed, settings, grid, judge, analyser_name)
 
 
 def _lco_classifier(path: Path, registry):
@@ -404,23 +388,10 @@ def _lco_classifier(path: Path, registry):
 
 
 def _sample_lco(
-    generator,
-    config,
-    weights,
-    classifier_paths,
-    labels,
-    archive,
-    count,
-    out,
-    seed,
-    settings,
-    device,
-    grid,
-    registry,
-    judge_path,
-    analyser_name,
+    loaded, weights, classifier_paths, labels, archive, count, out, seed, settings, grid, judge_path, analyser_name
 ):
     """Labelled samples by latent class optimisation: PNGs + labels.csv (an image_folder dataset) + summary.json."""
+    generator, config, device, registry = loaded.generator, loaded.config, loaded.device, loaded.registry
     import json
     import math
 

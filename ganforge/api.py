@@ -1,4 +1,5 @@
-"""ganforge from Python: what the ``ganforge`` commands do, as functions that return what they made.
+"""ganforge from Python: what the ``ganforge`` commands do, as functions that return what they made
+(:func:`train`, :func:`sample`, :func:`evaluate`, :func:`audit`, :func:`tstr`).
 
 ::
 
@@ -19,12 +20,16 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
 
 from .assembly import Generator
+from .audit.run import Audit
 from .config import Config, load_config
+from .errors import GanforgeError
+from .evaluation import MetricResult
 from .plugins import load_registry
 from .registry import Registry
 from .rundir import GENERATOR, GENERATOR_EMA, RunDir, RunLock
@@ -178,3 +183,158 @@ def load_for_sampling(
     if fitted < batch_size:
         console.print(f"batches of {fitted} images (not {batch_size}): what fits in the memory budget (--max-memory)")
     return Loaded(generator, config, registry, dev, fitted)
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    """Figures of generated images against real ones."""
+
+    results: list[MetricResult]  # one per metric, in the order asked
+    record: dict[str, Any]  # what `ganforge evaluate --json` writes
+    n_fake: int
+    n_real: int
+    resolution: int
+
+
+def evaluate(
+    real: str | Path,
+    *,
+    weights: str | Path | None = None,
+    fake: str | Path | None = None,
+    n: int = 0,
+    metrics: Sequence[str] = (),
+    inception_weights: str | Path | None = None,
+    resolution: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    cache: bool = True,
+    max_memory: str | None = None,
+    plugins: Sequence[str] = (),
+) -> EvaluateResult:
+    """Score a generator (``weights``) or a folder of images (``fake``) against ``real``.
+
+    ``real`` is an experiment config (its dataset, at its resolution) or a folder of images (read
+    at the generator's resolution, or ``resolution``). ``metrics`` default to the config's
+    ``eval.metrics``, then FID and MS-SSIM; ``n`` images per side (0: the whole real set).
+    """
+    from .config import ComponentRef
+    from .evaluation import EvalContext, as_record, generated_set, run_metrics, subset
+    from .footprint import fitting_batch
+    from .inception import resolve_weights
+    from .memory import budget
+    from .sampling import load_generator
+    from .training import select_device
+
+    if (weights is None) == (fake is None):
+        raise GanforgeError("evaluate: give exactly one of weights (a generator) and fake (a folder of images)")
+    real = Path(real)
+
+    def registry_for(modules: Sequence[str] = ()) -> Registry:
+        return load_registry([*modules, *plugins])
+
+    dev = select_device(device)
+    config, registry = load_config(real, registry_for) if real.suffix == ".toml" else (None, registry_for())
+    refs = [ComponentRef(name=name) for name in metrics] or (config.eval.metrics if config else [])
+    refs = refs or [ComponentRef(name="fid"), ComponentRef(name="ms_ssim")]
+    for ref in refs:
+        registry.get("metric", ref.name)  # unknown names fail before any work
+    generator, channels, batch = None, None, 64
+    if weights is not None:
+        generator, gconfig = load_generator(Path(weights), registry)
+        resolution, channels = gconfig.model.resolution, gconfig.model.image_channels
+        batch = fitting_batch(gconfig, registry, batch, budget(max_memory, dev), str(weights))
+    real_set = _real_images(real, config, registry, resolution, channels)
+    real_images = subset(real_set.images, n, seed)
+    folder = Path(fake) if fake is not None else None
+    like = real_set.images.shape
+    fake_images = generated_set(generator, folder, n or len(real_images), seed, dev, registry, like, batch)
+    ctx = EvalContext(real_images, fake_images, dev, resolve_weights(inception_weights), cache=cache)
+    results = run_metrics(refs, registry, ctx)
+    record = {**as_record(results, ctx), "real": real_set.description, "fake": str(weights or fake)}
+    return EvaluateResult(results, record, len(fake_images), len(real_images), real_images.shape[-1])
+
+
+def _real_images(real: Path, config: Config | None, registry: Registry, resolution: int | None, channels: int | None):
+    """An experiment config's dataset (its own resolution), or a folder read at the given resolution."""
+    from .assembly import build_dataset
+
+    if config is not None:
+        return build_dataset(config, registry)
+    if resolution is None:
+        raise GanforgeError(f"{real}: a folder of real images needs weights (or a resolution) to know the image size")
+    return registry.build(
+        "dataset", "image_folder", {"root": str(real)}, resolution=resolution, image_channels=channels or 1
+    )
+
+
+@dataclass(frozen=True)
+class TSTRResult:
+    """Held-out real AUROC per finding of classifiers trained on real, synthetic, and both."""
+
+    auroc: dict[str, dict[str, float]]  # trained on -> finding -> AUROC (nan where a class has one label)
+    synthetic: str  # the synthetic set's description
+
+
+def tstr(classifier_config: str | Path, synthetic: str | Path, *, device: str = "auto") -> TSTRResult:
+    """Train-on-synthetic / test-on-real with the classifier ``classifier_config`` describes.
+
+    ``synthetic`` is a labelled set as ``ganforge sample --archive`` writes it (``images/`` and
+    ``labels.csv``).
+    """
+    from .classification import train_on_synthetic
+    from .config import ClassifierConfig
+    from .training import select_device
+
+    config, registry = load_config(Path(classifier_config), load_registry, (), ClassifierConfig)
+    folder = Path(synthetic)
+    data = registry.build(
+        "dataset",
+        "image_folder",
+        # Absolute: a relative labels_csv is read relative to the root, which would double the folder.
+        {"root": str(folder / "images"), "labels_csv": str((folder / "labels.csv").absolute())},
+        resolution=config.resolution,
+        image_channels=config.image_channels,
+    )
+    results = train_on_synthetic(config, registry, data, select_device(device, config.train.device))
+    return TSTRResult(results, data.description)
+
+
+def audit(
+    run: str | Path,
+    *,
+    weights: str | Path | None = None,
+    fake: str | Path | None = None,
+    n: int = 0,
+    metrics: Sequence[str] = (),
+    spaces: Sequence[str] = (),
+    pairs: int = 16,
+    out: str | Path | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    inception_weights: str | Path | None = None,
+    cache: bool = True,
+    plugins: Sequence[str] = (),
+) -> Audit:
+    """The privacy audit of a run trained with ``data.holdout`` (docs/privacy.md): each metric (default
+    all three) in each feature space (default pixels and inception), on ``n`` images of its EMA
+    generator (or of ``weights``, or the folder ``fake``); results and closest pairs in ``out`` [RUN/audit]."""
+    from .audit.run import audit_metrics, audit_run
+    from .training import select_device
+
+    def registry_for(modules: Sequence[str] = ()) -> Registry:
+        return load_registry([*modules, *plugins])
+
+    return audit_run(
+        Path(run),
+        registry_for,
+        weights=Path(weights) if weights is not None else None,
+        fake=Path(fake) if fake is not None else None,
+        count=n,
+        seed=seed,
+        metrics=audit_metrics(metrics, spaces),
+        pairs=pairs,
+        out=Path(out) if out is not None else None,
+        device=select_device(device),
+        inception_weights=Path(inception_weights) if inception_weights is not None else None,
+        cache=cache,
+    )

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -498,19 +499,6 @@ def phantom(out, count, resolution, seed, prevalence) -> None:
     console.print(f"wrote {count} images ({dataset.description}) to {out / 'images'}/ and labels to {labels}")
 
 
-def _real_images(real: Path, config, registry, resolution: int | None, channels: int | None):
-    """``--real``: a config's dataset (its own resolution) or a folder read at the given resolution."""
-    if config is not None:
-        from .assembly import build_dataset
-
-        return build_dataset(config, registry)
-    if resolution is None:
-        raise click.UsageError("--real DIR needs --weights (or --resolution) to know the image size")
-    return registry.build(
-        "dataset", "image_folder", {"root": str(real)}, resolution=resolution, image_channels=channels or 1
-    )
-
-
 @main.command()
 @click.option(
     "--weights", type=click.Path(dir_okay=False, path_type=Path), help="generator .safetensors to sample from"
@@ -588,58 +576,48 @@ def evaluate(
         raise click.UsageError("give exactly one of --weights and --fake (--audit RUN: at most one)")
 
     from .checkpoint import atomic_write
-    from .config import ComponentRef
-    from .evaluation import EvalContext, as_record, generated_set, run_metrics, subset
-    from .footprint import fitting_batch
-    from .inception import resolve_weights
-    from .memory import budget
-    from .sampling import load_generator
-    from .training import select_device
 
-    def registry_for(modules=()):
-        return load_registry([*modules, *plugin_modules])
-
-    dev = select_device(device)
     names = [name.strip() for name in metric_names.split(",") if name.strip()]
     if audit_run is not None:
-        from .audit.run import audit_metrics
-
-        options = {"weights": weights, "fake": fake, "count": count, "pairs": pairs, "out": out, "seed": seed}
-        options.update(device=dev, inception_weights=inception_weights, cache=not no_cache)
-        _evaluate_audit(audit_run, audit_metrics(names, spaces), registry_for, json_out, **options)
+        audit = api.audit(
+            audit_run,
+            weights=weights,
+            fake=fake,
+            n=count,
+            metrics=names,
+            spaces=spaces,
+            pairs=pairs,
+            out=out,
+            seed=seed,
+            device=device,
+            inception_weights=inception_weights,
+            cache=not no_cache,
+            plugins=plugin_modules,
+        )
+        _print_audit(audit, json_out)
         return
-    config, registry = load_config(real, registry_for) if real.suffix == ".toml" else (None, registry_for())
-    if names:
-        refs = [ComponentRef(name=name) for name in names]
-    elif config is not None and config.eval.metrics:
-        refs = config.eval.metrics
-    else:
-        refs = [ComponentRef(name="fid"), ComponentRef(name="ms_ssim")]
-    for ref in refs:
-        registry.get("metric", ref.name)  # unknown names fail before any work
-    generator = channels = None
-    batch = 64
-    if weights is not None:
-        generator, gconfig = load_generator(weights, registry)
-        resolution, channels = gconfig.model.resolution, gconfig.model.image_channels
-        batch = fitting_batch(gconfig, registry, batch, budget(max_memory, dev), str(weights))
-    real_set = _real_images(real, config, registry, resolution, channels)
-    real_text = real_set.description
-    real_images = subset(real_set.images, count, seed)
-    fake_images = generated_set(
-        generator, fake, count or len(real_images), seed, dev, registry, real_set.images.shape, batch
+    if real is not None and real.suffix != ".toml" and weights is None and resolution is None:
+        raise click.UsageError("--real DIR needs --weights (or --resolution) to know the image size")
+    done = api.evaluate(
+        real,
+        weights=weights,
+        fake=fake,
+        n=count,
+        metrics=names,
+        inception_weights=inception_weights,
+        resolution=resolution,
+        seed=seed,
+        device=device,
+        cache=not no_cache,
+        max_memory=max_memory,
+        plugins=plugin_modules,
     )
-    ctx = EvalContext(real_images, fake_images, dev, resolve_weights(inception_weights), cache=not no_cache)
-    results = run_metrics(refs, registry, ctx)
-    record = as_record(results, ctx)
-    record.update({"real": real_text, "fake": str(weights or fake)})
-    resolution = real_images.shape[-1]
-    _stdout().print(
-        _results_table(results, f"{len(fake_images)} generated vs {len(real_images)} real, {resolution}×{resolution}")
-    )
-    console.print(f"real: {real_text}" + (" (features from cache)" if record["real_features_cached"] else ""))
+    side = f"{done.resolution}×{done.resolution}"
+    _stdout().print(_results_table(done.results, f"{done.n_fake} generated vs {done.n_real} real, {side}"))
+    cached = " (features from cache)" if done.record["real_features_cached"] else ""
+    console.print(f"real: {done.record['real']}{cached}")
     if json_out is not None:
-        atomic_write(json_out, json.dumps(record, indent=2) + "\n")
+        atomic_write(json_out, json.dumps(done.record, indent=2) + "\n")
 
 
 def _results_table(results, title: str) -> Table:
@@ -654,14 +632,12 @@ def _results_table(results, title: str) -> Table:
     return table
 
 
-def _evaluate_audit(run: Path, refs, registry_for, json_out: Path | None, **options) -> None:
-    """``evaluate --audit RUN``: print and save what :func:`ganforge.audit.run.audit_run` finds."""
+def _print_audit(result, json_out: Path | None) -> None:
+    """Print and save what the privacy audit found."""
     import json
 
-    from .audit.run import audit_run
     from .checkpoint import atomic_write
 
-    result = audit_run(run, registry_for, metrics=refs, **options)
     record = result.record
     title = (
         f"privacy audit: {record['n_fake']} generated vs {record['n_real']} training, {record['n_holdout']} held out"
@@ -681,32 +657,21 @@ def _evaluate_tstr(config_path: Path, synthetic_dir: Path | None, json_out: Path
     import json
 
     from .checkpoint import atomic_write
-    from .classification import auroc_record, mean_auroc, train_on_synthetic
-    from .config import ClassifierConfig
-    from .training import select_device
+    from .classification import auroc_record, mean_auroc
 
-    if synthetic_dir is None or config_path.suffix != ".toml":
+    if synthetic_dir is None or config_path is None or config_path.suffix != ".toml":
         raise click.UsageError("--tstr needs --real CLASSIFIER_CONFIG.toml and --fake SYNTHETIC_DIR (with labels.csv)")
-    config, registry = load_config(config_path, load_registry, (), ClassifierConfig)
-    synthetic = registry.build(
-        "dataset",
-        "image_folder",
-        # Absolute: a relative labels_csv is read relative to the root, which would double the folder.
-        {"root": str(synthetic_dir / "images"), "labels_csv": str((synthetic_dir / "labels.csv").absolute())},
-        resolution=config.resolution,
-        image_channels=config.image_channels,
-    )
-    results = train_on_synthetic(config, registry, synthetic, select_device(device, config.train.device))
-    names = list(next(iter(results.values())))
+    done = api.tstr(config_path, synthetic_dir, device=device)
+    names = list(next(iter(done.auroc.values())))
     table = Table(title="train-on-synthetic / test-on-real: AUROC on held-out real images")
     for column in ("trained on", *names, "mean"):
         table.add_column(column, justify="left" if column == "trained on" else "right")
-    for name, values in results.items():
+    for name, values in done.auroc.items():
         table.add_row(name, *(f"{values[n]:.3f}" for n in names), f"{mean_auroc(values):.3f}")
     _stdout().print(table)
     if json_out is not None:
-        record = {name: auroc_record(values) for name, values in results.items()}
-        record["synthetic_data"] = synthetic.description
+        record: dict[str, Any] = {name: auroc_record(values) for name, values in done.auroc.items()}
+        record["synthetic_data"] = done.synthetic
         atomic_write(json_out, json.dumps(record, indent=2) + "\n")
 
 

@@ -10,7 +10,7 @@ from conftest import write_tiny
 
 import ganforge.api as gf
 from ganforge.checkpoint import read_header
-from ganforge.errors import CheckpointError
+from ganforge.errors import CheckpointError, GanforgeError
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 
@@ -45,3 +45,16 @@ def test_sample_gives_the_same_images_whatever_the_batch(tmp_path):
     assert (a.batch_size, b.batch_size, a.resolution) == (2, 64, 16)
     for x, y in zip(sorted(a.out.iterdir()), sorted(b.out.iterdir())):
         assert x.read_bytes() == y.read_bytes()
+
+
+def test_evaluate_and_audit_return_their_figures(tmp_path):
+    tiny = write_tiny(tmp_path)
+    run = gf.train(tiny, out=tmp_path / "run", steps=1, evaluate=False, overrides=["data.holdout=0.25"])
+    scored = gf.evaluate(tiny, weights=run.generator_ema, n=16, metrics=["ms_ssim"])
+    assert (scored.n_fake, scored.n_real, scored.resolution) == (16, 16, 16)
+    assert [r.name for r in scored.results] == ["ms_ssim"] and 0 < scored.record["metrics"]["ms_ssim"]["ms_ssim_real"]
+    assert scored.record["real"].startswith("PHANTOM")
+    audit = gf.audit(run.out, n=24, spaces=["pixels"], metrics=["near_copies"])
+    assert audit.record["n_fake"] == 24 and audit.out == run.out / "audit" and all(p.is_file() for p in audit.pairs)
+    with pytest.raises(GanforgeError, match="exactly one of weights"):
+        gf.evaluate(tiny)

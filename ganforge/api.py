@@ -1,5 +1,5 @@
 """ganforge from Python: what the ``ganforge`` commands do, as functions that return what they made
-(:func:`train`, :func:`sample`, :func:`evaluate`, :func:`audit`, :func:`tstr`).
+(:func:`train`, :func:`sample`, :func:`lco`, :func:`evaluate`, :func:`audit`, :func:`tstr`).
 
 ::
 
@@ -16,9 +16,9 @@ stopped training after a checkpoint. The command line only parses options, calls
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from .audit.run import Audit
 from .config import Config, load_config
 from .errors import GanforgeError
 from .evaluation import MetricResult
+from .lco import LCOSettings
 from .plugins import load_registry
 from .registry import Registry
 from .rundir import GENERATOR, GENERATOR_EMA, RunDir, RunLock
@@ -338,3 +339,107 @@ def audit(
         inception_weights=Path(inception_weights) if inception_weights is not None else None,
         cache=cache,
     )
+
+
+@dataclass(frozen=True)
+class LCOResult:
+    """Labelled samples written by :func:`lco`: an ``image_folder`` dataset plus ``summary.json``."""
+
+    out: Path
+    count: int  # images accepted and written
+    labels_csv: Path
+    summary: Path
+    records: list[dict[str, Any]]  # one per requested combination (see ganforge.lco.summarise)
+    classifiers: list[str]
+
+
+def lco_plan(labels: str | None, archive: str | None, n: int) -> list[tuple[str, int]]:
+    """(combination, count) pairs of a request: ``labels`` for ``n`` images, or an ``archive`` spec."""
+    from .lco import parse_archive
+
+    if bool(labels) == bool(archive):
+        raise GanforgeError("latent class optimisation: give exactly one of labels and archive")
+    return [(labels, n)] if labels else parse_archive(archive or "")
+
+
+def lco(
+    weights: str | Path,
+    classifiers: Sequence[str | Path],
+    out: str | Path,
+    *,
+    labels: str | None = None,
+    archive: str | None = None,
+    n: int = 16,
+    seed: int = 0,
+    settings: LCOSettings | None = None,
+    grid: str | Path | None = None,
+    judge: str | Path | None = None,
+    ground_truth: str | None = None,
+    device: str = "cpu",
+    max_memory: str | None = None,
+    plugins: Sequence[str] = (),
+    on_step: Callable[[str, int, Any], None] | None = None,
+    console: Console | None = None,
+) -> LCOResult:
+    """Labelled samples by latent class optimisation (docs/pggan.md): latents optimised until every
+    classifier (an ensemble must agree) finds ``labels`` (or each combination of ``archive``), scored
+    by an independent ``judge`` classifier and a ``ground_truth`` analyser when given.
+
+    ``on_step(combination, count, progress)`` is called after each optimisation step. Nothing is
+    written when no latent was accepted: the error says which setting to change.
+    """
+    import json
+
+    from .checkpoint import atomic_write
+    from .classification import load_classifier
+    from .export import write_dataset
+    from .images import save_grid
+    from .kinds import ImageSet
+    from .lco import Classifier, advice, build_archive, check_label_names, classifier_name
+    from .sampling import trained_on
+
+    if not classifiers:
+        raise GanforgeError("latent class optimisation needs at least one classifier")
+    weights, out = Path(weights), Path(out)
+    plan = lco_plan(labels, archive, n)
+    settings = settings or LCOSettings()
+    loaded = load_for_sampling(
+        weights, plugins, device, settings.batch_size, max_memory, console or Console(stderr=True)
+    )
+    settings = replace(settings, batch_size=loaded.batch_size)
+
+    def classifier(path: str | Path) -> Classifier:
+        model, names, config = load_classifier(Path(path), loaded.registry)
+        return Classifier(model, names, config.resolution, config.image_channels, classifier_name(Path(path)))
+
+    members = [classifier(path) for path in classifiers]
+    referee = classifier(judge) if judge else None
+    analyser = loaded.registry.build("analyser", ground_truth) if ground_truth else None
+    others = [(f"judge {referee.name}", referee.names)] if referee else []
+    others += [(f"ground truth {ground_truth}", analyser.label_names)] if analyser else []
+    names = check_label_names(members, others)
+    latent = loaded.config.model.latent_dim
+    result = build_archive(
+        loaded.generator, latent, plan, members, settings, seed, loaded.device, referee, analyser, on_step
+    )
+    if len(result.images) == 0:
+        raise GanforgeError(advice(settings, result.records))
+    description = (
+        f"LCO samples from {weights.name} with classifier(s) {', '.join(c.name for c in members)} "
+        f"(threshold {settings.threshold}, {settings.steps} steps, {settings.views} views, pool {settings.pool}, "
+        f"seed {seed}).{trained_on(weights)}"
+    )
+    csv_path = write_dataset(ImageSet(result.images, result.labels, names, description), out, "lco", result.columns)
+    summary = {
+        "generator": str(weights),
+        "classifiers": [str(p) for p in classifiers],
+        "judge": str(judge) if judge else None,
+        "ground_truth": ground_truth,
+        "settings": vars(settings),
+        "seed": seed,
+        "combinations": result.records,
+    }
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if grid is not None:
+        save_grid(result.images[:64], grid, description)
+    return LCOResult(out, len(result.images), csv_path, out / "summary.json", result.records, [c.name for c in members])

@@ -8,6 +8,7 @@ import shlex
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,9 @@ from . import api
 from .config import load_config
 from .distributed import check_batches_split
 from .errors import CheckpointError, GanforgeError, Interrupted
-from .images import save_grid
 from .inception import WEIGHTS_ENV
 from .interrupts import stop_with_parent
-from .lco import LCOSettings
+from .lco import LCOSettings, summary_rows
 from .plugins import load_registry
 from .reader_study.cli import reader_study
 from .rundir import RunDir
@@ -367,58 +367,58 @@ def sample(
         )
         console.print(f"wrote {done.count} {done.resolution}×{done.resolution} PNGs to {done.out}/")
         return
-    loaded = api.load_for_sampling(weights, plugin_modules, device, batch_size, max_memory, console)
     settings = LCOSettings(
         steps=lco_steps,
         lr=lco_lr,
         threshold=threshold,
-        batch_size=loaded.batch_size,
+        batch_size=batch_size,
         max_tries=max_tries or 0,
         views=views,
         pool=pool,
     )
-    _sample_lco(loaded, weights, classifiers, labels, archive, count, out, seed, settings, grid, judge, analyser_name)
+    request = {"labels": labels, "archive": archive, "n": count, "judge": judge, "ground_truth": analyser_name}
+    if not classifiers:
+        raise click.UsageError("--labels/--archive/--judge/--ground-truth need --classifier")
+    if bool(labels) == bool(archive):
+        raise click.UsageError("give exactly one of --labels and --archive")
+    with _lco_progress(settings, api.lco_plan(labels, archive, count)) as on_step:
+        made = api.lco(
+            weights,
+            classifiers,
+            out,
+            seed=seed,
+            settings=settings,
+            grid=grid,
+            device=device,
+            max_memory=max_memory,
+            plugins=plugin_modules,
+            on_step=on_step,
+            console=console,
+            **request,
+        )
+    table = Table(title=f"latent class optimisation ({', '.join(made.classifiers)})")
+    headers, rows = summary_rows(made.records)
+    for header in headers:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*row)
+    _stdout().print(table)
+    for record in made.records:
+        if "warning" in record:
+            console.print(f"[yellow]{record['labels']}: {record['warning']}[/]")
+    console.print(f"wrote {made.count} labelled images to {out / 'images'}/, {made.labels_csv} and {made.summary}")
 
 
-def _lco_classifier(path: Path, registry):
-    from .classification import load_classifier
-    from .lco import Classifier, classifier_name
-
-    model, names, cconfig = load_classifier(path, registry)
-    return Classifier(model, names, cconfig.resolution, cconfig.image_channels, classifier_name(path))
-
-
-def _sample_lco(
-    loaded, weights, classifier_paths, labels, archive, count, out, seed, settings, grid, judge_path, analyser_name
-):
-    """Labelled samples by latent class optimisation: PNGs + labels.csv (an image_folder dataset) + summary.json."""
-    generator, config, device, registry = loaded.generator, loaded.config, loaded.device, loaded.registry
-    import json
+@contextmanager
+def _lco_progress(settings, plan):
+    """A progress bar per combination, and up front how long the request may take."""
     import math
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .checkpoint import atomic_write
-    from .export import write_dataset
-    from .kinds import ImageSet
-    from .lco import advice, build_archive, check_label_names, parse_archive, summary_rows
-    from .sampling import trained_on
-
-    if not classifier_paths:
-        raise click.UsageError("--labels/--archive/--judge/--ground-truth need --classifier")
-    if bool(labels) == bool(archive):
-        raise click.UsageError("give exactly one of --labels and --archive")
-    classifiers = [_lco_classifier(path, registry) for path in classifier_paths]
-    judge = _lco_classifier(judge_path, registry) if judge_path else None
-    analyser = registry.build("analyser", analyser_name) if analyser_name else None
-    others = [(f"--judge {judge.name}", judge.names)] if judge else []
-    others += [(f"--ground-truth {analyser_name}", analyser.label_names)] if analyser else []
-    names = check_label_names(classifiers, others)
-    plan = [(labels, count)] if labels else parse_archive(archive)
     batches = sum(math.ceil(settings.tries(n) / settings.batch_size) for _, n in plan)
     tasks: dict[str, int] = {}
     elapsed: list[float] = []  # seconds after the first two optimisation steps
-
     columns = TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}"), TimeElapsedColumn()
     with Progress(*columns, console=console, transient=True) as progress:
 
@@ -441,41 +441,7 @@ def _sample_lco(
             text = f"{combo}: {accepted}/{n} accepted, {result.tried} tried"
             progress.update(tasks[combo], advance=1, description=text)
 
-        result = build_archive(
-            generator, config.model.latent_dim, plan, classifiers, settings, seed, device, judge, analyser, on_step
-        )
-    table = Table(title=f"latent class optimisation ({', '.join(c.name for c in classifiers)})")
-    headers, rows = summary_rows(result.records)
-    for header in headers:
-        table.add_column(header)
-    for row in rows:
-        table.add_row(*row)
-    _stdout().print(table)
-    for record in result.records:
-        if "warning" in record:
-            console.print(f"[yellow]{record['labels']}: {record['warning']}[/]")
-    summary = {
-        "generator": str(weights),
-        "classifiers": [str(p) for p in classifier_paths],
-        "judge": str(judge_path) if judge_path else None,
-        "ground_truth": analyser_name,
-        "settings": vars(settings),
-        "seed": seed,
-        "combinations": result.records,
-    }
-    if len(result.images) == 0:
-        raise GanforgeError(advice(settings, result.records))
-    description = (
-        f"LCO samples from {weights.name} with classifier(s) {', '.join(c.name for c in classifiers)} "
-        f"(threshold {settings.threshold}, {settings.steps} steps, {settings.views} views, pool {settings.pool}, "
-        f"seed {seed}).{trained_on(weights)}"
-    )
-    csv_path = write_dataset(ImageSet(result.images, result.labels, names, description), out, "lco", result.columns)
-    atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    if grid is not None:
-        save_grid(result.images[:64], grid, description)
-    summary_path = out / "summary.json"
-    console.print(f"wrote {len(result.images)} labelled images to {out / 'images'}/, {csv_path} and {summary_path}")
+        yield on_step
 
 
 @main.command()

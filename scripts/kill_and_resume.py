@@ -30,7 +30,7 @@ from ganforge.rundir import DISCRIMINATOR, GENERATOR, GENERATOR_EMA, RunDir
 
 def build(config: Path, out: Path, steps: int, extra: list[str], resume: bool) -> subprocess.Popen:
     where = ["--resume", str(out)] if resume else ["--out", str(out)]
-    command = [sys.executable, "-m", "ganforge.cli", "build", str(config), "--steps", str(steps), *where, *extra]
+    command = [sys.executable, "-m", "ganforge", "build", str(config), "--steps", str(steps), *where, *extra]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

@@ -285,7 +285,7 @@ def test_audit_of_a_run_without_holdout_exits_2(tmp_path, tiny_path):
 def test_results_table_prints_labels_with_brackets_verbatim():
     from rich.console import Console
 
-    from ganforge.cli import _results_table
+    from ganforge.cli.evaluate import results_table as _results_table
     from ganforge.evaluation import MetricResult
 
     console = Console(record=True, width=200)

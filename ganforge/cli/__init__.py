@@ -1,0 +1,12 @@
+"""The ``ganforge`` command line: one module per command (group); each parses, calls :mod:`ganforge.api`
+or the library, and prints."""
+
+from __future__ import annotations
+
+from ..reader_study.cli import reader_study
+from . import build, cache, classify, data, evaluate, inception, plugins, runs, sample  # noqa: F401 (register)
+from .group import DEBUG_ENV, GanforgeGroup, main
+
+main.add_command(reader_study)
+
+__all__ = ["DEBUG_ENV", "GanforgeGroup", "main"]

@@ -1,0 +1,103 @@
+"""The ``ganforge`` command group: one-line errors and exit codes, and options several commands share."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import click
+from rich.console import Console
+
+from ..errors import GanforgeError, Interrupted
+
+console = Console(stderr=True)
+
+
+def stdout() -> Console:
+    """Tables go to stdout, at least 120 columns wide even when piped."""
+    out = Console()
+    return out if out.is_terminal else Console(width=max(out.width, 120))
+
+
+DEBUG_ENV = "GANFORGE_DEBUG"
+
+
+def _one_line(exc: BaseException) -> tuple[str, int]:
+    """The one-line message and exit code of an error a user can act on (anything else is a bug: traceback)."""
+    if isinstance(exc, GanforgeError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, Interrupted):
+        return "interrupted" + (f" at step {exc.step}" if exc.step >= 0 else ""), exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return "aborted", 128 + signal.SIGINT
+    if isinstance(exc, OSError):
+        target = f"{exc.filename}: " if exc.filename else ""
+        return f"{target}{exc.strerror or exc}", 1
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"out of memory ({detail}); try a smaller batch size", 1
+
+
+def _allocation_failure(exc: RuntimeError) -> bool:
+    """torch reports a failed CPU allocation as a plain RuntimeError ("DefaultCPUAllocator: can't allocate")."""
+    return "can't allocate memory" in str(exc) or "out of memory" in str(exc)
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+class GanforgeGroup(click.Group):
+    """Turns every user-fixable error into one line on stderr and its exit code (no traceback).
+
+    ``--debug`` (or ``GANFORGE_DEBUG=1``) shows the traceback instead, for bug reports.
+    """
+
+    def invoke(self, ctx: click.Context):
+        main_thread = threading.current_thread() is threading.main_thread()  # where Python handles signals
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted) if main_thread else None  # like Ctrl-C
+        try:
+            return super().invoke(ctx)
+        except (GanforgeError, Interrupted, KeyboardInterrupt, OSError, MemoryError, RuntimeError, torch_oom()) as exc:
+            if ctx.params.get("debug") or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+                raise
+            if isinstance(exc, RuntimeError) and not _allocation_failure(exc):
+                raise  # a bug: the traceback is what a report needs
+            message, code = _one_line(exc)
+            click.echo(f"error: {' '.join(message.splitlines())}", err=True)  # one line, whatever a name holds
+            ctx.exit(code)
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def torch_oom() -> type[BaseException]:
+    """torch's out-of-memory error type (imported lazily: the CLI starts without torch)."""
+    import torch
+
+    return torch.OutOfMemoryError
+
+
+@click.group(cls=GanforgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ganforge")
+@click.option("--debug", is_flag=True, help=f"show tracebacks instead of one-line errors [${DEBUG_ENV}=1]")
+def main(debug: bool) -> None:
+    """ganforge: declarative, plugin-based GANs for medical image synthesis."""
+
+
+def memory_option(command):
+    return click.option(
+        "--max-memory",
+        metavar="SIZE",
+        help="memory this command may plan for, e.g. 8G  [default: 80 % of what is available]",
+    )(command)
+
+
+def plugin_option(command):
+    return click.option(
+        "--plugin",
+        "plugin_modules",
+        multiple=True,
+        metavar="MODULE",
+        help="also load this plugin module (weights files never import modules themselves)",
+    )(command)

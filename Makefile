@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/ganforge build examples/demo.toml --out runs/demo --overwrite
 	$(BIN)/ganforge sample --weights runs/demo/generator_ema.safetensors -n 16 --seed 1 \
 		--out runs/demo/samples_png --grid runs/demo/samples_grid.png
-	$(BIN)/ganforge evaluate --audit runs/demo --space pixels -n 512
+	$(BIN)/ganforge audit runs/demo --space pixels -n 512
 	@echo "demo: weights in runs/demo/, training grids in runs/demo/samples/, samples in runs/demo/samples_png/, audit in runs/demo/audit/"
 
 # Debian's Chromium for the reader-study browser test (Playwright drives it; no browser download).

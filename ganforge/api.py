@@ -279,7 +279,7 @@ class TSTRResult:
 def tstr(classifier_config: str | Path, synthetic: str | Path, *, device: str = "auto") -> TSTRResult:
     """Train-on-synthetic / test-on-real with the classifier ``classifier_config`` describes.
 
-    ``synthetic`` is a labelled set as ``ganforge sample --archive`` writes it (``images/`` and
+    ``synthetic`` is a labelled set as ``ganforge lco --archive`` writes it (``images/`` and
     ``labels.csv``).
     """
     from .classification import train_on_synthetic

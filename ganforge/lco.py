@@ -427,7 +427,7 @@ def advice(settings: LCOSettings, records: list[dict[str, Any]]) -> str:
     tried = sum(r["tried"] for r in records)
     return (
         f"no latent was accepted ({tried} tried, {settings.steps} steps each, threshold {settings.threshold}); "
-        f"try more --lco-steps, a higher --max-tries or --pool, a lower --threshold, fewer --views, "
+        f"try more --steps, a higher --max-tries or --pool, a lower --threshold, fewer --views, "
         f"or a better-trained generator (one whose samples the classifier already labels this way now and then)"
     )
 

@@ -74,7 +74,7 @@ def markdown(registry: Registry) -> str:
         "",
         "## Classifier config keys",
         "",
-        "The file `ganforge classify train` and `ganforge evaluate --tstr` read.",
+        "The file `ganforge classify train` and `ganforge tstr` read.",
         "",
         "| key | type | default | description |",
         "|---|---|---|---|",

@@ -1,7 +1,7 @@
 """Write copies of a run's training images as PNGs: a positive control for the privacy audit.
 
     python scripts/plant_copies.py runs/demo planted/ -n 200
-    ganforge evaluate --audit runs/demo --fake planted/      # must be flagged
+    ganforge audit runs/demo --fake planted/      # must be flagged
 
 A quarter each exact, mirrored, lightly noised and shifted by one pixel
 (:func:`ganforge.audit.controls.planted_copies`); ``sources.csv`` says which training image each

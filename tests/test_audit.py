@@ -241,9 +241,12 @@ def test_build_records_its_holdout_and_the_audit_uses_it(tmp_path):
     recorded = recorded_split(run / "holdout.safetensors", data)
     assert torch.equal(recorded.indices, expected.indices)
 
-    result = runner.invoke(main, ["evaluate", "--audit", str(run), "--space", "pixels", "-n", "40", "--pairs", "4"])
+    result = runner.invoke(main, ["audit", str(run), "--space", "pixels", "-n", "40", "--pairs", "4"])
     assert result.exit_code == 0, result.output
     saved = json.loads((run / "audit" / "audit.json").read_text())
+    old = runner.invoke(main, ["evaluate", "--audit", str(run), "--space", "pixels", "-n", "40", "--pairs", "4"])
+    assert old.exit_code == 0 and "`ganforge evaluate --audit RUN` is deprecated" in " ".join(old.output.split())
+    assert json.loads((run / "audit" / "audit.json").read_text()) == saved  # the alias runs the same audit
     assert saved["n_real"] == 72 and saved["n_fake"] == 40 and "24 held out" in result.output
     assert set(saved["metrics"]) == {"data_copying", "near_copies", "memorization"}
     assert (run / "audit" / "pairs_pixels.png").is_file()
@@ -254,17 +257,17 @@ def test_build_records_its_holdout_and_the_audit_uses_it(tmp_path):
     subprocess.run([sys.executable, str(script), str(run), str(planted_dir), "-n", "40"], check=True)
     sources = (planted_dir / "sources.csv").read_text().splitlines()
     assert len(sources) == 41 and sources[1].endswith(",exact") and sources[-1].endswith(",shifted")
-    result = runner.invoke(main, ["evaluate", "--audit", str(run), "--space", "pixels", "--fake", str(planted_dir)])
+    result = runner.invoke(main, ["audit", str(run), "--space", "pixels", "--fake", str(planted_dir)])
     assert result.exit_code == 0 and "flagged" in result.output
     figures_ = json.loads((run / "audit" / "audit.json").read_text())["metrics"]
     assert figures_["near_copies"]["near_copy_flag"] == 1 and figures_["data_copying"]["copying_flag"] == 1
 
     # the dataset changed since training: the audit refuses instead of auditing the wrong images
-    result = runner.invoke(main, ["evaluate", "--audit", str(run), "--space", "pixels"])
+    result = runner.invoke(main, ["audit", str(run), "--space", "pixels"])
     assert result.exit_code == 0
     cfg = (run / "config.toml").read_text().replace("size = 96", "size = 97")
     (run / "config.toml").write_text(cfg)
-    result = runner.invoke(main, ["evaluate", "--audit", str(run), "--space", "pixels"])
+    result = runner.invoke(main, ["audit", str(run), "--space", "pixels"])
     assert result.exit_code == 2 and "96-image dataset; the dataset now has 97" in result.output
 
 
@@ -274,18 +277,18 @@ def test_audit_of_a_run_without_holdout_exits_2(tmp_path, tiny_path):
         CliRunner().invoke(main, ["build", str(tiny_path), "--out", str(run), "--no-eval", "--steps", "1"]).exit_code
         == 0
     )
-    result = CliRunner().invoke(main, ["evaluate", "--audit", str(run), "--space", "pixels"])
+    result = CliRunner().invoke(main, ["audit", str(run), "--space", "pixels"])
     assert result.exit_code == 2 and "data.holdout" in result.output and "Traceback" not in result.output
-    result = CliRunner().invoke(main, ["evaluate", "--audit", str(run), "--space", "nosuch"])
+    result = CliRunner().invoke(main, ["audit", str(run), "--space", "nosuch"])
     assert result.exit_code == 2 and "nosuch" in result.output and "pixels" in result.output
-    result = CliRunner().invoke(main, ["evaluate", "--audit", str(tmp_path), "--space", "pixels"])
+    result = CliRunner().invoke(main, ["audit", str(tmp_path), "--space", "pixels"])
     assert result.exit_code == 2 and "not a ganforge run" in result.output
 
 
 def test_results_table_prints_labels_with_brackets_verbatim():
     from rich.console import Console
 
-    from ganforge.cli.evaluate import results_table as _results_table
+    from ganforge.cli.group import results_table as _results_table
     from ganforge.evaluation import MetricResult
 
     console = Console(record=True, width=200)

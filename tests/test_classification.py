@@ -159,19 +159,7 @@ def test_tstr_table_has_three_rows(tmp_path, monkeypatch):
     synthetic = phantom(size=200, seed=9, prevalence=0.3, resolution=32, image_channels=1)
     write_dataset(synthetic, tmp_path / "synthetic", prefix="syn")
     monkeypatch.chdir(tmp_path)  # --fake as a relative path: labels.csv was once looked for at a doubled one
-    result = CliRunner().invoke(
-        main,
-        [
-            "evaluate",
-            "--tstr",
-            "--real",
-            str(config),
-            "--fake",
-            "synthetic",
-            "--json",
-            str(tmp_path / "tstr.json"),
-        ],
-    )
+    result = CliRunner().invoke(main, ["tstr", str(config), "synthetic", "--json", str(tmp_path / "tstr.json")])
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "tstr.json").read_text())
     assert set(record) == {"real", "synthetic", "real + synthetic", "synthetic_data"}
@@ -231,7 +219,7 @@ def _quadrant_setup(tmp_path, monkeypatch):
     cconfig = validate_config(raw, registry, None, ClassifierConfig)
     model = registry.build("classifier", "quadrant_brightness", image_channels=1, num_classes=4)
     save_classifier(tmp_path / "c.safetensors", ClassifierRun(model, QUADRANTS, {}, 0, 0), cconfig, registry)
-    base = ["sample", "--weights", str(tmp_path / "gan" / "generator.safetensors")]
+    base = ["lco", "--weights", str(tmp_path / "gan" / "generator.safetensors")]
     base += ["--classifier", str(tmp_path / "c.safetensors"), "--out", str(tmp_path / "lco")]
     return model, base + ["--plugin", "quadrant_plugin"]  # the classifier file names it, but files never import
 
@@ -242,7 +230,7 @@ QUADRANTS = ["TopLeft", "TopRight", "BottomLeft", "BottomRight"]
 @pytest.mark.slow
 def test_lco_through_the_cli_writes_the_requested_labels(tmp_path, monkeypatch):
     model, command = _quadrant_setup(tmp_path, monkeypatch)
-    options = ["--archive", "TopLeft|BottomRight=3,No Finding=2", "--lco-lr", "0.2", "--lco-steps", "300"]
+    options = ["--archive", "TopLeft|BottomRight=3,No Finding=2", "--lr", "0.2", "--steps", "300"]
     options += ["--batch-size", "8", "--pool", "3", "--judge", str(tmp_path / "c.safetensors")]
     result = CliRunner().invoke(main, command + options)
     assert result.exit_code == 0, result.output
@@ -276,9 +264,29 @@ def test_lco_through_the_cli_writes_the_requested_labels(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_lco_with_nothing_accepted_exits_2_with_advice_and_writes_nothing(tmp_path, monkeypatch):
     _, command = _quadrant_setup(tmp_path, monkeypatch)
+    command = ["sample", *command[1:]]  # the deprecated spelling, with its own option names, still works
     options = ["--labels", "TopLeft", "-n", "2", "--threshold", "1.0", "--lco-steps", "3", "--max-tries", "4"]
     result = CliRunner().invoke(main, command + options)
     assert result.exit_code == 2, result.output
+    assert "`ganforge sample --classifier …` is deprecated" in " ".join(result.output.split())
     assert "no latent was accepted (4 tried, 3 steps each, threshold 1.0)" in result.output
-    assert "--lco-steps" in result.output and "generator" in result.output
+    assert "--steps" in result.output and "generator" in result.output
     assert not (tmp_path / "lco").exists()
+
+
+def test_evaluate_tstr_is_a_deprecated_spelling_of_tstr(tmp_path, monkeypatch):
+    import ganforge.api
+
+    calls = []
+
+    def fake_tstr(config, synthetic, *, device):
+        calls.append((config, synthetic, device))
+        return ganforge.api.TSTRResult({"real": {"A": 0.75}, "synthetic": {"A": 0.5}}, "SYN")
+
+    monkeypatch.setattr(ganforge.api, "tstr", fake_tstr)
+    config, synthetic = tmp_path / "c.toml", tmp_path / "syn"
+    args = ["evaluate", "--tstr", "--real", str(config), "--fake", str(synthetic), "--device", "cpu"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "`ganforge evaluate --tstr --real CONFIG --fake DIR` is deprecated" in " ".join(result.output.split())
+    assert calls == [(config, synthetic, "cpu")] and "0.750" in result.output

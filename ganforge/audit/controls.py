@@ -3,7 +3,7 @@
 An audit that passes means something only if it would have failed on copies. ``planted_copies``
 makes them from the training set itself, in four equal parts: exact copies, mirrored copies,
 copies with light noise (±3 grey levels) and copies moved one pixel to the right (the edge column
-repeated). ``scripts/plant_copies.py RUN OUT`` writes them as PNGs for ``evaluate --audit RUN
+repeated). ``scripts/plant_copies.py RUN OUT`` writes them as PNGs for ``audit RUN
 --fake OUT``.
 """
 

@@ -1,4 +1,4 @@
-"""``ganforge evaluate --audit RUN``: the privacy metrics on a run's own training and held-out images.
+"""``ganforge audit RUN``: the privacy metrics on a run's own training and held-out images.
 
 The training set and the held-out set come from the run itself: its resolved ``config.toml``
 rebuilds the dataset and ``holdout.safetensors`` says (and verifies) which images training never
@@ -9,6 +9,7 @@ each space are drawn, because a person must look at them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from ..assembly import build_dataset
+from ..checkpoint import atomic_write
 from ..config import ComponentRef, Config, load_config
 from ..errors import CheckpointError
 from ..evaluation import EvalContext, MetricResult, as_record, generated_set, run_metrics
@@ -53,6 +55,10 @@ class Audit:
     def flagged(self) -> list[str]:
         """The metrics whose test flagged copying."""
         return [r.name for r in self.results if any(k.endswith("_flag") and v for k, v in r.values.items())]
+
+    def save(self, path: Path) -> None:
+        """Every figure and its protocol as JSON (``audit.json``), written atomically."""
+        atomic_write(path, json.dumps(self.record, indent=2) + "\n")
 
 
 def audit(

@@ -1,17 +1,16 @@
-"""``ganforge evaluate``: image metrics, the privacy audit (``--audit``), train-on-synthetic (``--tstr``)."""
+"""``ganforge evaluate``: FID, KID, precision/recall and MS-SSIM of generated images against real ones."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
-from rich.markup import escape
-from rich.table import Table
 
 from .. import api
 from ..inception import WEIGHTS_ENV
-from .group import console, main, memory_option, plugin_option, stdout
+from .audit import audit as audit_command
+from .group import comma_list, console, deprecated, main, memory_option, plugin_option, results_table, stdout
+from .tstr import tstr as tstr_command
 
 
 @main.command()
@@ -45,9 +44,9 @@ from .group import console, main, memory_option, plugin_option, stdout
 )
 @click.option("--resolution", type=int, help="image size when neither --weights nor a config gives one")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="write every figure here")
-@click.option("--pairs", type=click.IntRange(min=1), default=16, show_default=True, help="--audit: pairs drawn")
-@click.option("--space", "spaces", multiple=True, help="--audit: feature space, repeatable [pixels and inception]")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="--audit: output folder [RUN/audit]")
+@click.option("--pairs", type=click.IntRange(min=1), default=16, hidden=True)  # for the deprecated --audit
+@click.option("--space", "spaces", multiple=True, hidden=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), hidden=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--no-cache", is_flag=True, help="recompute the real set's features")
@@ -79,46 +78,51 @@ def evaluate(
     max_memory,
     plugin_modules,
 ) -> None:
-    """Score generated images against real ones: FID, KID, precision/recall, MS-SSIM; or --tstr, or --audit."""
-    import json
-
+    """Score generated images against real ones: FID, KID, precision/recall, MS-SSIM. (--audit and --tstr are
+    deprecated: see `ganforge audit` and `ganforge tstr`.)"""
+    ctx = click.get_current_context()
     if tstr:
-        _evaluate_tstr(real, fake, json_out, device)
+        deprecated("evaluate --tstr --real CONFIG --fake DIR", "tstr CONFIG DIR")
+        if real is None or fake is None:
+            raise click.UsageError("--tstr needs --real CLASSIFIER_CONFIG.toml and --fake SYNTHETIC_DIR")
+        ctx.invoke(tstr_command, classifier_config=real, synthetic=fake, json_out=json_out, device=device)
         return
     if (real is None) == (audit_run is None):
         raise click.UsageError("give exactly one of --real and --audit")
     if weights is not None and fake is not None or audit_run is None and weights is None and fake is None:
         raise click.UsageError("give exactly one of --weights and --fake (--audit RUN: at most one)")
-
-    from ..checkpoint import atomic_write
-
-    names = [name.strip() for name in metric_names.split(",") if name.strip()]
     if audit_run is not None:
-        audit = api.audit(
-            audit_run,
+        deprecated("evaluate --audit RUN", "audit RUN")
+        ctx.invoke(
+            audit_command,
+            run=audit_run,
             weights=weights,
             fake=fake,
-            n=count,
-            metrics=names,
+            count=count,
+            metric_names=metric_names,
             spaces=spaces,
             pairs=pairs,
             out=out,
+            json_out=json_out,
             seed=seed,
             device=device,
             inception_weights=inception_weights,
-            cache=not no_cache,
-            plugins=plugin_modules,
+            no_cache=no_cache,
+            plugin_modules=plugin_modules,
         )
-        _print_audit(audit, json_out)
         return
     if real is not None and real.suffix != ".toml" and weights is None and resolution is None:
         raise click.UsageError("--real DIR needs --weights (or --resolution) to know the image size")
+    import json
+
+    from ..checkpoint import atomic_write
+
     done = api.evaluate(
         real,
         weights=weights,
         fake=fake,
         n=count,
-        metrics=names,
+        metrics=comma_list(metric_names),
         inception_weights=inception_weights,
         resolution=resolution,
         seed=seed,
@@ -133,58 +137,3 @@ def evaluate(
     console.print(f"real: {done.record['real']}{cached}")
     if json_out is not None:
         atomic_write(json_out, json.dumps(done.record, indent=2) + "\n")
-
-
-def results_table(results, title: str) -> Table:
-    table = Table(title=title)
-    for column in ("metric", "figure", "value", "protocol"):
-        table.add_column(column)
-    for result in results:
-        for n, (key, value) in enumerate(result.values.items()):  # name and protocol once per metric
-            name, protocol = (escape(result.name), escape(result.protocol)) if n == 0 else ("", "")
-            table.add_row(name, key, f"{value:.6g}", protocol)  # escaped: "near_copies[space=pixels]" is no markup
-        table.add_section()
-    return table
-
-
-def _print_audit(result, json_out: Path | None) -> None:
-    """Print and save what the privacy audit found."""
-    import json
-
-    from ..checkpoint import atomic_write
-
-    record = result.record
-    title = (
-        f"privacy audit: {record['n_fake']} generated vs {record['n_real']} training, {record['n_holdout']} held out"
-    )
-    stdout().print(results_table(result.results, title))
-    path = json_out or result.out / "audit.json"
-    atomic_write(path, json.dumps(record, indent=2) + "\n")
-    console.print(f"figures: {path}; closest pairs: {', '.join(str(p) for p in result.pairs)}")
-    if result.flagged:
-        flagged = escape(", ".join(result.flagged))
-        console.print(f"[red]flagged[/]: {flagged}: look at the pairs (docs/privacy.md says how to read them)")
-    else:
-        console.print("no metric flagged copying; a passing audit is not a privacy guarantee (docs/privacy.md)")
-
-
-def _evaluate_tstr(config_path: Path, synthetic_dir: Path | None, json_out: Path | None, device: str) -> None:
-    import json
-
-    from ..checkpoint import atomic_write
-    from ..classification import auroc_record, mean_auroc
-
-    if synthetic_dir is None or config_path is None or config_path.suffix != ".toml":
-        raise click.UsageError("--tstr needs --real CLASSIFIER_CONFIG.toml and --fake SYNTHETIC_DIR (with labels.csv)")
-    done = api.tstr(config_path, synthetic_dir, device=device)
-    names = list(next(iter(done.auroc.values())))
-    table = Table(title="train-on-synthetic / test-on-real: AUROC on held-out real images")
-    for column in ("trained on", *names, "mean"):
-        table.add_column(column, justify="left" if column == "trained on" else "right")
-    for name, values in done.auroc.items():
-        table.add_row(name, *(f"{values[n]:.3f}" for n in names), f"{mean_auroc(values):.3f}")
-    stdout().print(table)
-    if json_out is not None:
-        record: dict[str, Any] = {name: auroc_record(values) for name, values in done.auroc.items()}
-        record["synthetic_data"] = done.synthetic
-        atomic_write(json_out, json.dumps(record, indent=2) + "\n")

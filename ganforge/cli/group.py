@@ -5,11 +5,19 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from ..errors import GanforgeError, Interrupted
+
+if TYPE_CHECKING:
+    from ..evaluation import MetricResult
 
 console = Console(stderr=True)
 
@@ -101,3 +109,51 @@ def plugin_option(command):
         metavar="MODULE",
         help="also load this plugin module (weights files never import modules themselves)",
     )(command)
+
+
+def comma_list(text: str) -> list[str]:
+    """``"fid, kid"`` → ``["fid", "kid"]`` (empty items dropped)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def deprecated(old: str, new: str) -> None:
+    """One line saying that ``old`` goes in the next release, and what replaces it."""
+    console.print(
+        f"[yellow]warning[/]: `ganforge {old}` is deprecated (gone in the next release); use `ganforge {new}`"
+    )
+
+
+def results_table(results: Sequence[MetricResult], title: str) -> Table:
+    """Metric figures with their protocols, a section per metric."""
+    table = Table(title=title)
+    for column in ("metric", "figure", "value", "protocol"):
+        table.add_column(column)
+    for result in results:
+        for n, (key, value) in enumerate(result.values.items()):  # name and protocol once per metric
+            name, protocol = (escape(result.name), escape(result.protocol)) if n == 0 else ("", "")
+            table.add_row(name, key, f"{value:.6g}", protocol)  # escaped: "near_copies[space=pixels]" is no markup
+        table.add_section()
+    return table
+
+
+def generator_options(what: str):
+    """The options of every command that writes images of a generator: ``--weights``, ``-n``, ``--out``,
+    ``--seed``, ``--batch-size``, ``--grid``, ``--device`` (``what`` says what ``--out`` receives)."""
+    options = [
+        click.option(
+            "--weights", required=True, type=click.Path(dir_okay=False, path_type=Path), help="generator .safetensors"
+        ),
+        click.option("-n", "count", type=click.IntRange(min=1), default=16, show_default=True, help="images"),
+        click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help=what),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
+        click.option("--grid", type=click.Path(dir_okay=False, path_type=Path), help="also write a grid PNG here"),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="cpu", show_default=True),
+    ]
+
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply

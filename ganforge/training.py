@@ -21,17 +21,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from . import __version__, holdout, inception
-from .assembly import GAN, build_dataset, build_gan
-from .batches import DataOrder, Prefetcher
+from .assembly import GAN, build_gan
 from .checkpoint import atomic_write, save_module
 from .checkpointing import Checkpointer
 from .config import Config, dump_toml
+from .datasource import TrainingData
 from .distributed import Distributed
 from .divergence import DivergenceCheck, gradient_norm
 from .errors import CheckpointError, GanforgeError, Interrupted
 from .evaluation import EvalContext, as_record, run_metrics, subset
 from .holdout import Split
-from .images import save_grid, to_float, to_uint8
+from .images import save_grid, to_uint8
 from .interrupts import GracefulStop
 from .kinds import Growing, Growth, GrowthAware, ImageDataset
 from .plugins import plugin_versions
@@ -47,8 +47,6 @@ from .rundir import (
 from .sampling import generate, latents
 from .seeds import mix_seed
 from .tracking import TensorBoard
-
-DEVICE_DATA_LIMIT = 2**30  # uint8 bytes of a dataset held on the training device; larger ones stream per batch
 
 
 def compiled(module: nn.Module) -> nn.Module:
@@ -151,9 +149,7 @@ class Trainer:
         self.step = 0
         self.checkpoint_step: int | None = None  # step of the newest complete checkpoint on disk
         self.best_fid: float | None = None
-        self._data: ImageDataset | None = None
-        self.split: Split | None = None  # training part and held-out part, when data.holdout > 0
-        self._reader: Prefetcher | None = None  # reads ahead when the set is too large for the device
+        self._source: TrainingData | None = None  # see the source property
         self.tensorboard: TensorBoard | None = None  # opened by fit() when train.tensorboard
         self._last: tuple[list[torch.Tensor], torch.Tensor] | None = None  # last step's real pyramid and z
         self._pace = (time.perf_counter(), 0)  # (when, step) this process started training, for the ETA
@@ -169,31 +165,20 @@ class Trainer:
     # ------------------------------------------------------------------ data
 
     @property
+    def source(self) -> TrainingData:
+        """The training images and their batches (loaded on first use: building a dataset can take minutes)."""
+        if self._source is None:
+            self._source = TrainingData.load(self.config, self.registry, self.device, self._stream_position)
+        return self._source
+
+    @property
     def data(self) -> ImageDataset:
-        if self._data is None:
-            ref = self.config.data
-            self._data = build_dataset(self.config, self.registry)
-            if ref.holdout > 0:  # the held-out images are never trained on; the privacy audit needs them
-                if self._data.images.numel() > DEVICE_DATA_LIMIT:
-                    raise GanforgeError(
-                        f"data.holdout: the dataset ({self._data.images.numel() / 2**30:.1f} GB) streams from disk "
-                        "and holding out part of it would copy the rest into memory; not supported yet"
-                    )
-                self.split = holdout.split(self._data, ref.holdout, self.config.seed)
-                self._data = self.split.train
-            if len(self._data.images) < self.config.train.batch_size:
-                raise GanforgeError(
-                    f"data: {len(self._data.images)} images is fewer than train.batch_size = "
-                    f"{self.config.train.batch_size}"
-                )
-            images = self._data.images
-            small = images.numel() <= DEVICE_DATA_LIMIT and images.is_contiguous()
-            self._images = images.to(self.device) if small else images  # a large or memory-mapped set stays put
-            self._order = DataOrder(len(images), self.config.seed)
-            if not small:
-                workers, pin = self.config.train.data_workers, self.device.type == "cuda"
-                self._reader = Prefetcher(images, self._order, self._stream_position, workers, pin)
-        return self._data
+        return self.source.dataset
+
+    @property
+    def split(self) -> Split | None:
+        """The training part and the held-out part, when ``data.holdout > 0``."""
+        return self.source.split
 
     @property
     def steps_per_epoch(self) -> int:
@@ -225,10 +210,7 @@ class Trainer:
 
     def _batch(self, step: int) -> torch.Tensor:
         """The real images of ``step``, as floats on the device."""
-        self.data  # noqa: B018 (loads the set on first use)
-        if self._reader is None:
-            return to_float(self._images[self._order.indices(*self._stream_position(step)).to(self.device)])
-        return to_float(self._reader.batch(step).to(self.device, non_blocking=True))
+        return self.source.batch(step)
 
     # ------------------------------------------------------------------ one step
 
@@ -403,7 +385,7 @@ class Trainer:
         training. SIGINT/SIGTERM end the current step, write a checkpoint and raise
         :class:`~ganforge.errors.Interrupted`.
         """
-        if self._data is None:  # decoding a folder or rendering phantoms can take minutes: say so first
+        if self._source is None:  # decoding a folder or rendering phantoms can take minutes: say so first
             self.say(f"[bold]{self.config.name}[/]: loading the data ({self.config.data.name}) ...")
         self.say(f"[bold]{self.config.name}[/]: data = {self.data.description}")
         if self.dist.is_main:  # after the data loaded: a start that fails on bad data leaves no run behind
@@ -440,8 +422,8 @@ class Trainer:
             except Interrupted as exc:  # a second signal, or one during the final evaluation
                 raise Interrupted(exc.signum, self.step, self.checkpoint_step) from exc
             finally:
-                if self._reader is not None:
-                    self._reader.close()
+                if self._source is not None:
+                    self._source.close()
                 if self.tensorboard is not None:
                     self.tensorboard.close()
                     self.tensorboard = None

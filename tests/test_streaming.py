@@ -12,7 +12,7 @@ import torch
 from ganforge_plugins import image_folder as folder_plugin
 from PIL import Image
 
-from ganforge import training
+from ganforge import datasource
 from ganforge.checkpoint import load_tensors
 from ganforge.config import load_config
 from ganforge.plugins import load_registry
@@ -82,7 +82,7 @@ def test_the_1024_pggan_recipe_starts_training_from_a_folder(tmp_path, cache):
     config, registry = load_config(EXAMPLES / "pggan_cxr14_1024.toml", load_registry, overrides)
     trainer = Trainer(config, registry, tmp_path / "run", device="cpu")
     assert trainer.data.images.shape == (64, 1, 1024, 1024)
-    assert trainer._images is trainer.data.images  # the memory-mapped set itself: no copy in memory
+    assert trainer.source.images is trainer.data.images  # the memory-mapped set itself: no copy in memory
     (array,) = cache.glob("*.npy")
     assert np.load(array, mmap_mode="r").shape == (64, 1, 1024, 1024)
     trainer.fit(2, evaluate=False)
@@ -93,14 +93,14 @@ def test_batches_read_ahead_by_workers_equal_the_in_memory_ones(tiny, tmp_path, 
     config, registry = tiny  # 48 images, batch 8: step 6 starts the second epoch
     in_memory = Trainer(config, registry, tmp_path / "a", device="cpu")
     expected = [in_memory._batch(step) for step in range(9)]  # loads the set: it stays in memory
-    monkeypatch.setattr(training, "DEVICE_DATA_LIMIT", 0)  # every set loaded from now on streams
+    monkeypatch.setattr(datasource, "DEVICE_DATA_LIMIT", 0)  # every set loaded from now on streams
     streamed = Trainer(config, registry, tmp_path / "b", device="cpu")
-    assert streamed._batch(0).shape == (8, 1, 16, 16) and streamed._reader.workers == 2
-    assert in_memory._reader is None
+    assert streamed._batch(0).shape == (8, 1, 16, 16) and streamed.source.reader.workers == 2
+    assert in_memory.source.reader is None
     for step in [1, 2, 3, 4, 5, 6, 7, 2, 3, 8]:  # in order, then back (a resume restarts the readers)
         assert torch.equal(streamed._batch(step), expected[step]), step
     assert not torch.equal(expected[0], expected[6])  # a new epoch, a new order
-    streamed._reader.close()
+    streamed.source.close()
 
     streamed.fit(3, evaluate=False)
     in_memory.fit(3, evaluate=False)

@@ -68,6 +68,15 @@ def _warn_to(console: Console):
     return lambda message: console.print(f"[yellow]warning[/]: {message}")
 
 
+def _registry_for(plugins: Sequence[str]) -> Callable[..., Registry]:
+    """What ``load_config`` calls with a config's own plugin modules: those plus the caller's ``plugins``."""
+
+    def registry_for(modules: Sequence[str] = ()) -> Registry:
+        return load_registry([*modules, *plugins])
+
+    return registry_for
+
+
 def train(
     experiment: Config | str | Path,
     out: str | Path | None = None,
@@ -105,10 +114,11 @@ def train(
         RunDir(resume).require_run()  # before the lock creates anything at a mistyped path
     target = Path(out or resume or Path("runs") / config.name)
     main_rank = os.environ.get("RANK", "0") == "0"
-    with RunLock(target, warn=_warn_to(console)) if main_rank else nullcontext():
+    warn = _warn_to(console)
+    with RunLock(target, warn=warn) if main_rank else nullcontext():
         if main_rank:
             same = resume is not None and Path(resume).resolve() == target.resolve()
-            RunDir(target).prepare(resume=same, overwrite=overwrite, warn=_warn_to(console))
+            RunDir(target).prepare(resume=same, overwrite=overwrite, warn=warn)
         trainer = Trainer(config, registry, target, device=device, console=console)
         try:
             trainer.dist.barrier()
@@ -146,7 +156,7 @@ def sample(
 
     console = console or Console(stderr=True)
     weights, out = Path(weights), Path(out)
-    loaded = load_for_sampling(weights, plugins, device, batch_size, max_memory, console)
+    loaded = load_for_sampling(weights, load_registry(plugins), device, batch_size, max_memory, console)
     stream = sample_stream(loaded.generator, n, seed, loaded.batch_size, loaded.device)
     stream = warn_if_constant(stream, _warn_to(console), str(weights))
     first = write_samples(stream, n, out)
@@ -169,15 +179,15 @@ class Loaded:
 
 
 def load_for_sampling(
-    weights: Path, plugins: Sequence[str], device: str, batch_size: int, max_memory: str | None, console: Console
+    weights: Path, registry: Registry, device: str, batch_size: int, max_memory: str | None, console: Console
 ) -> Loaded:
-    """Load ``weights`` as untrusted data and pick the batch size that fits ``max_memory``."""
+    """Load ``weights`` as untrusted data (``registry`` decides which plugins exist) and pick the batch
+    size, up to ``batch_size``, that fits ``max_memory``."""
     from .footprint import fitting_batch
     from .memory import budget
     from .sampling import load_generator
     from .training import select_device
 
-    registry = load_registry(plugins)
     generator, config = load_generator(weights, registry)
     dev = select_device(device)
     fitted = fitting_batch(config, registry, batch_size, budget(max_memory, dev), str(weights))
@@ -220,19 +230,13 @@ def evaluate(
     """
     from .config import ComponentRef
     from .evaluation import EvalContext, as_record, generated_set, run_metrics, subset
-    from .footprint import fitting_batch
     from .inception import resolve_weights
-    from .memory import budget
-    from .sampling import load_generator
     from .training import select_device
 
     if (weights is None) == (fake is None):
         raise GanforgeError("evaluate: give exactly one of weights (a generator) and fake (a folder of images)")
     real = Path(real)
-
-    def registry_for(modules: Sequence[str] = ()) -> Registry:
-        return load_registry([*modules, *plugins])
-
+    registry_for = _registry_for(plugins)
     dev = select_device(device)
     config, registry = load_config(real, registry_for) if real.suffix == ".toml" else (None, registry_for())
     refs = [ComponentRef(name=name) for name in metrics] or (config.eval.metrics if config else [])
@@ -241,9 +245,9 @@ def evaluate(
         registry.get("metric", ref.name)  # unknown names fail before any work
     generator, channels, batch = None, None, 64
     if weights is not None:
-        generator, gconfig = load_generator(Path(weights), registry)
-        resolution, channels = gconfig.model.resolution, gconfig.model.image_channels
-        batch = fitting_batch(gconfig, registry, batch, budget(max_memory, dev), str(weights))
+        loaded = load_for_sampling(Path(weights), registry, device, batch, max_memory, Console(stderr=True))
+        generator, batch = loaded.generator, loaded.batch_size
+        resolution, channels = loaded.config.model.resolution, loaded.config.model.image_channels
     real_set = _real_images(real, config, registry, resolution, channels)
     real_images = subset(real_set.images, n, seed)
     folder = Path(fake) if fake is not None else None
@@ -322,12 +326,9 @@ def audit(
     from .audit.run import audit_metrics, audit_run
     from .training import select_device
 
-    def registry_for(modules: Sequence[str] = ()) -> Registry:
-        return load_registry([*modules, *plugins])
-
     return audit_run(
         Path(run),
-        registry_for,
+        _registry_for(plugins),
         weights=Path(weights) if weights is not None else None,
         fake=Path(fake) if fake is not None else None,
         count=n,
@@ -342,7 +343,7 @@ def audit(
 
 
 @dataclass(frozen=True)
-class LCOResult:
+class LCOArchive:
     """Labelled samples written by :func:`lco`: an ``image_folder`` dataset plus ``summary.json``."""
 
     out: Path
@@ -380,7 +381,7 @@ def lco(
     plugins: Sequence[str] = (),
     on_step: Callable[[str, int, Any], None] | None = None,
     console: Console | None = None,
-) -> LCOResult:
+) -> LCOArchive:
     """Labelled samples by latent class optimisation (docs/pggan.md): latents optimised until every
     classifier (an ensemble must agree) finds ``labels`` (or each combination of ``archive``), scored
     by an independent ``judge`` classifier and a ``ground_truth`` analyser when given.
@@ -403,9 +404,8 @@ def lco(
     weights, out = Path(weights), Path(out)
     plan = lco_plan(labels, archive, n)
     settings = settings or LCOSettings()
-    loaded = load_for_sampling(
-        weights, plugins, device, settings.batch_size, max_memory, console or Console(stderr=True)
-    )
+    console = console or Console(stderr=True)
+    loaded = load_for_sampling(weights, load_registry(plugins), device, settings.batch_size, max_memory, console)
     settings = replace(settings, batch_size=loaded.batch_size)
 
     def classifier(path: str | Path) -> Classifier:
@@ -442,4 +442,6 @@ def lco(
     atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if grid is not None:
         save_grid(result.images[:64], grid, description)
-    return LCOResult(out, len(result.images), csv_path, out / "summary.json", result.records, [c.name for c in members])
+    return LCOArchive(
+        out, len(result.images), csv_path, out / "summary.json", result.records, [c.name for c in members]
+    )

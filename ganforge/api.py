@@ -1,5 +1,5 @@
 """ganforge from Python: what the ``ganforge`` commands do, as functions that return what they made
-(:func:`train`, :func:`sample`, :func:`lco`, :func:`evaluate`, :func:`audit`, :func:`tstr`).
+(:func:`train`, :func:`sweep`, :func:`sample`, :func:`lco`, :func:`evaluate`, :func:`audit`, :func:`tstr`).
 
 ::
 
@@ -30,7 +30,7 @@ from .audit.run import Audit
 from .config import Config, load_config
 from .errors import GanforgeError
 from .evaluation import MetricResult
-from .lco import LCOSettings
+from .lco import Archive, Classifier, LCOSettings
 from .plugins import load_registry
 from .registry import Registry
 from .rundir import GENERATOR, GENERATOR_EMA, RunDir, RunLock
@@ -131,6 +131,47 @@ def train(
     return TrainResult(target, trainer.step)
 
 
+@dataclass(frozen=True)
+class SweepResult:
+    """A sweep's rows and the report written from them."""
+
+    out: Path
+    states: dict[str, str]  # row → done | skipped (finished before) | failed | interrupted
+    failures: dict[str, str]  # row → its one-line error (its log: OUT/logs/ROW.log)
+    report: list[Path]  # results.csv, results.md, then the plots
+
+    @property
+    def results(self) -> Path:
+        """The results table in Markdown."""
+        return self.out / "results.md"
+
+
+def sweep(
+    file: str | Path,
+    out: str | Path | None = None,
+    *,
+    only: Sequence[str] = (),
+    steps: int | None = None,
+    overrides: Sequence[str] = (),
+    jobs: int = 1,
+    console: Console | None = None,
+) -> SweepResult:
+    """Train every row of a sweep file (``only``: these rows), each :func:`train` in a process of its own,
+    ``jobs`` at a time, into ``out`` (default ``runs/<file stem>``); then write the results table and plots.
+
+    Rows finished before with the same settings are skipped and interrupted ones resume, so calling
+    it again after any stop finishes the sweep. A failed row does not stop the others.
+    """
+    from .sweep import SweepRunner, load_sweep, write_report
+
+    spec = load_sweep(Path(file))
+    target = Path(out) if out is not None else Path("runs") / Path(file).stem
+    runner = SweepRunner(spec, target, steps=steps, sets=list(overrides), jobs=jobs, console=console)
+    runs = runner.run(spec.select(list(only)))
+    failures = {run.row.name: run.message for run in runs if run.state == "failed"}
+    return SweepResult(target, {run.row.name: run.state for run in runs}, failures, write_report(target))
+
+
 def sample(
     weights: str | Path,
     n: int,
@@ -192,7 +233,7 @@ def load_for_sampling(
     dev = select_device(device)
     fitted = fitting_batch(config, registry, batch_size, budget(max_memory, dev), str(weights))
     if fitted < batch_size:
-        console.print(f"batches of {fitted} images (not {batch_size}): what fits in the memory budget (--max-memory)")
+        console.print(f"batches of {fitted} images (not {batch_size}): what fits in the memory budget")
     return Loaded(generator, config, registry, dev, fitted)
 
 
@@ -389,14 +430,7 @@ def lco(
     ``on_step(combination, count, progress)`` is called after each optimisation step. Nothing is
     written when no latent was accepted: the error says which setting to change.
     """
-    import json
-
-    from .checkpoint import atomic_write
-    from .classification import load_classifier
-    from .export import write_dataset
-    from .images import save_grid
-    from .kinds import ImageSet
-    from .lco import Classifier, advice, build_archive, check_label_names, classifier_name
+    from .lco import build_archive, check_label_names, nothing_accepted
     from .sampling import trained_on
 
     if not classifiers:
@@ -407,13 +441,8 @@ def lco(
     console = console or Console(stderr=True)
     loaded = load_for_sampling(weights, load_registry(plugins), device, settings.batch_size, max_memory, console)
     settings = replace(settings, batch_size=loaded.batch_size)
-
-    def classifier(path: str | Path) -> Classifier:
-        model, names, config = load_classifier(Path(path), loaded.registry)
-        return Classifier(model, names, config.resolution, config.image_channels, classifier_name(Path(path)))
-
-    members = [classifier(path) for path in classifiers]
-    referee = classifier(judge) if judge else None
+    members = [_classifier(path, loaded.registry) for path in classifiers]
+    referee = _classifier(judge, loaded.registry) if judge else None
     analyser = loaded.registry.build("analyser", ground_truth) if ground_truth else None
     others = [(f"judge {referee.name}", referee.names)] if referee else []
     others += [(f"ground truth {ground_truth}", analyser.label_names)] if analyser else []
@@ -423,13 +452,12 @@ def lco(
         loaded.generator, latent, plan, members, settings, seed, loaded.device, referee, analyser, on_step
     )
     if len(result.images) == 0:
-        raise GanforgeError(advice(settings, result.records))
+        raise nothing_accepted(settings, result.records)
     description = (
         f"LCO samples from {weights.name} with classifier(s) {', '.join(c.name for c in members)} "
         f"(threshold {settings.threshold}, {settings.steps} steps, {settings.views} views, pool {settings.pool}, "
         f"seed {seed}).{trained_on(weights)}"
     )
-    csv_path = write_dataset(ImageSet(result.images, result.labels, names, description), out, "lco", result.columns)
     summary = {
         "generator": str(weights),
         "classifiers": [str(p) for p in classifiers],
@@ -439,9 +467,33 @@ def lco(
         "seed": seed,
         "combinations": result.records,
     }
-    atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    if grid is not None:
-        save_grid(result.images[:64], grid, description)
+    csv_path = _write_archive(result, names, description, summary, out, grid)
     return LCOArchive(
         out, len(result.images), csv_path, out / "summary.json", result.records, [c.name for c in members]
     )
+
+
+def _classifier(path: str | Path, registry: Registry) -> Classifier:
+    from .classification import load_classifier
+    from .lco import classifier_name
+
+    model, names, config = load_classifier(Path(path), registry)
+    return Classifier(model, names, config.resolution, config.image_channels, classifier_name(Path(path)))
+
+
+def _write_archive(
+    result: Archive, names: list[str], description: str, summary: dict[str, Any], out: Path, grid: str | Path | None
+) -> Path:
+    """The archive as an image_folder dataset with ``summary.json`` (and the grid); the labels.csv path."""
+    import json
+
+    from .checkpoint import atomic_write
+    from .export import write_dataset
+    from .images import save_grid
+    from .kinds import ImageSet
+
+    csv_path = write_dataset(ImageSet(result.images, result.labels, names, description), out, "lco", result.columns)
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if grid is not None:
+        save_grid(result.images[:64], grid, description)
+    return csv_path

@@ -40,6 +40,10 @@ class Generator(nn.Module):
             features[int(res)] = x
         return self.head(features)
 
+    def set_growth(self, resolution: int, alpha: float) -> None:
+        """The stage of the next step (a growing head keeps it in buffers, so its weights file samples at it)."""
+        self.head.set_growth(resolution, alpha)
+
 
 class Discriminator(nn.Module):
     """List of images (coarse to fine, as the generator emits them) → ``[B]`` raw scores."""
@@ -58,6 +62,9 @@ class Discriminator(nn.Module):
                 x = stage(x)
         return self.head(self.inputs(4, x, images))
 
+    def set_growth(self, resolution: int, alpha: float) -> None:
+        self.inputs.set_growth(resolution, alpha)
+
 
 @dataclass
 class GAN:
@@ -66,6 +73,11 @@ class GAN:
     generator: Generator
     discriminator: Discriminator
     connection: Connection
+
+    def set_growth(self, resolution: int, alpha: float) -> None:
+        """Put both networks (and so the connection's real pyramid) at a stage of the schedule."""
+        self.generator.set_growth(resolution, alpha)
+        self.discriminator.set_growth(resolution, alpha)
 
 
 def _layers(

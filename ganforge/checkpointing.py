@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .best import Best
 from .checkpoint import load_state, optimizer_tensors, read_header, restore_optimizer
 from .config import Config, read_toml
 from .errors import CheckpointError, ConfigError
@@ -59,7 +60,7 @@ class Resumed:
     """What a checkpoint gives back besides the weights and optimizer states it loaded."""
 
     step: int
-    best_fid: float | None
+    best: float | None  # the best value of ``eval.best`` so far
 
 
 def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -81,7 +82,7 @@ def same_experiment(where: str | Path, saved: Mapping[str, Any], config: Config)
         if theirs.get(k) != ours.get(k) and k not in RESUMABLE_CHANGES and not k.startswith("eval.")
     )
     if changed:
-        raise CheckpointError(f"--resume {where}: the config differs from the run's in {', '.join(changed)}")
+        raise CheckpointError(f"cannot resume {where}: the config differs from the run's in {', '.join(changed)}")
 
 
 def exported_step(path: Path) -> int | None:
@@ -113,14 +114,15 @@ class Checkpointer:
         self.run, self.networks, self.optimizers, self.precision = run, networks, optimizers, precision
         self.metadata, self.keep, self.warn = metadata, keep, warn
 
-    def save(self, step: int, best_fid: float | None) -> None:
-        """One checkpoint of ``step`` as one unit, then the top-level weights files from it."""
+    def save(self, step: int, best: float | None) -> None:
+        """One checkpoint of ``step`` (``best``: the best value of ``eval.best`` so far) as one unit, then
+        the top-level weights files from it."""
         tensors = {f"{part}.{k}": v for part, net in self.networks.items() for k, v in net.state_dict().items()}
         structure = {}
         for prefix, optimizer in self.optimizers.items():
             opt_tensors, structure[prefix] = optimizer_tensors(prefix, optimizer)
             tensors.update(opt_tensors)
-        state = {"step": step, **structure, "best_fid": best_fid, "grad_scalers": self.precision.state()}
+        state = {"step": step, **structure, "best": best, "grad_scalers": self.precision.state()}
         self.run.write_checkpoint(step, tensors, {**self.metadata("checkpoint", step), STATE_KEY: state}, self.keep)
         self.export({part: net.state_dict() for part, net in self.networks.items()}, step)
 
@@ -146,7 +148,7 @@ class Checkpointer:
         stale = [part for part, name in EXPORTS.items() if exported_step(self.run.path / name) != checkpoint.step]
         if write:
             self.export({part: checkpoint.part(part) for part in stale}, checkpoint.step)
-        return Resumed(checkpoint.step, self._best_fid(checkpoint))
+        return Resumed(checkpoint.step, self._best(checkpoint, Best.of(config.eval)))
 
     def _load(self, checkpoint: Checkpoint) -> None:
         for part, net in self.networks.items():
@@ -159,18 +161,23 @@ class Checkpointer:
             raise CheckpointError(f"{checkpoint.path}: optimizer state does not fit ({exc})") from exc
         self.precision.load_state(state.get("grad_scalers", {}))
 
-    def _best_fid(self, checkpoint: Checkpoint) -> float | None:
-        """The checkpoint's best FID, or a better one from an evaluation after it (the final one)."""
-        best = checkpoint.state.get("best_fid")
+    def _best(self, checkpoint: Checkpoint, best: Best) -> float | None:
+        """The checkpoint's best value, or a better one from an evaluation after it (the final one).
+
+        Checkpoints and files written before ``eval.best`` existed name it ``best_fid`` / ``ganforge.fid``.
+        """
+        state = checkpoint.state
+        best.value = state.get("best", state.get("best_fid"))
         path = self.run.path / GENERATOR_BEST
         if not path.is_file():
-            return best
+            return best.value
         try:
             meta = read_header(path).metadata
-            fid, step = float(meta["ganforge.fid"]), int(meta["ganforge.step"])
-        except (CheckpointError, KeyError, ValueError):
-            return best
-        return fid if step <= checkpoint.step and (best is None or fid < best) else best
+            value = float(meta.get("ganforge.best_value") or meta["ganforge.fid"])
+            step = int(meta["ganforge.step"])
+        except (CheckpointError, KeyError, TypeError, ValueError):
+            return best.value
+        return value if step <= checkpoint.step and best.improves(value) else best.value
 
     @staticmethod
     def _saved_config(source: RunDir) -> dict[str, Any]:
@@ -178,4 +185,4 @@ class Checkpointer:
         try:
             return read_toml(path)
         except ConfigError as exc:
-            raise CheckpointError(f"--resume {source.path}: cannot read {path.name} ({exc.reason})") from exc
+            raise CheckpointError(f"cannot resume {source.path}: cannot read {path.name} ({exc.reason})") from exc

@@ -146,7 +146,9 @@ class TrainConfig(Strict):
         "stop", description="a nan/inf loss or gradient stops training, or skips that update"
     )
     grid_size: int = Field(16, ge=1, description="images in each sample grid")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="--device overrides")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where to train; the device argument overrides it"
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="autocast dtype; auto = bf16 where the hardware has it natively, else fp32"
     )
@@ -167,6 +169,8 @@ class EvalConfig(Strict):
     every: int = Field(0, ge=0, description="evaluate every this many steps (0 = only at the end of training)")
     inception_weights: str = Field("", description="safetensors FID Inception weights ('' = env var, cache, download)")
     seed: int = Field(0, description="seed of the generated latents and the real subset")
+    best: str = Field("fid", description="the figure that keeps generator_best: FIGURE or METRIC.FIGURE")
+    best_mode: Literal["min", "max"] = Field("min", description="min: lower is better (FID, KID); max: higher")
 
 
 class Config(Strict):
@@ -280,7 +284,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=0.0002")
+        raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. optim.lr=0.0002")
     try:
         parsed = tomllib.loads(f"v = {raw.strip()}")
     except (tomllib.TOMLDecodeError, RecursionError):
@@ -288,7 +292,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     value = parsed["v"] if len(parsed) == 1 else raw.strip()  # "1\nx = 2" is a string, not two keys
     parts = key.split(".")
     if not all(parts):
-        raise ConfigError(f"--set {item!r}: {key!r} has an empty part; keys look like optim.lr")
+        raise ConfigError(f"override {item!r}: {key!r} has an empty part; keys look like optim.lr")
     return parts, value
 
 

@@ -27,7 +27,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .config import Config
 from .errors import GanforgeError
-from .kinds import Growing
 from .registry import Registry
 
 MAX_DIMS = 8  # of a tensor passed to Distributed.gather
@@ -152,14 +151,13 @@ def check_batches_split(config: Config, registry: Registry, world: int) -> None:
     """
     from .assembly import build_connection
 
-    sizes = {config.train.batch_size}
-    connection = build_connection(config.model, registry)
-    if isinstance(connection, Growing):
-        sizes |= {connection.growth(step).batch_size for step in range(connection.total_steps())}
+    batch = config.train.batch_size
+    schedule = build_connection(config.model, registry).schedule(config.model.resolution, batch)
+    sizes = {batch} | {schedule.growth(step).batch_size for step in range(schedule.total_steps() or 1)}
     bad = sorted(size for size in sizes if size % world)
     if bad:
         which = "train.batch_size" if bad == [config.train.batch_size] else "the growth schedule's batch sizes"
         raise GanforgeError(
-            f"--nproc {world}: {which} ({', '.join(map(str, bad))}) cannot be split over {world} processes; "
+            f"{which} ({', '.join(map(str, bad))}) cannot be split over {world} processes; "
             f"use a batch size divisible by {world}"
         )

@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 from .errors import TrainingStopped
+from .kinds import Loss
+from .precision import Precision
 
 WHAT = ("loss_d", "loss_g", "the discriminator's gradient norm", "the generator's gradient norm")
 MAX_CONSECUTIVE_SKIPS = 100
@@ -166,3 +168,34 @@ class DivergenceCheck:
             f"{where}the generator's images are saturated ({100 * values[4]:.1f} % of pixels at ±1: flat black "
             "or white): training blew up although the values are finite"
         )
+
+
+def probe_state(
+    G: nn.Module,
+    G_ema: nn.Module,
+    D: nn.Module,
+    loss: Loss,
+    precision: Precision,
+    real: list[torch.Tensor],
+    z: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The losses of the current weights on the last batch and their images (G's, the EMA's), for
+    :meth:`DivergenceCheck.probe` before a checkpoint.
+
+    In training mode, as the next step would see them (eval-mode spectral norm, with its stale
+    vectors, hides a blow-up); the buffers that forward passes update (spectral norm's vectors)
+    are put back afterwards, so the probe changes nothing that is saved or trained.
+    """
+    buffers = [b for net in (G, D) for b in net.buffers()]
+    kept = [b.clone() for b in buffers]
+    try:
+        with torch.no_grad(), precision.autocast():
+            fake, ema = G(z), G_ema(z)[-1]
+        with precision.autocast():  # gradient penalties differentiate D with respect to its input
+            loss_d = loss.discriminator(D, real, fake).detach()
+            loss_g = loss.generator(D, real, fake).detach()
+    finally:
+        if buffers:  # the foreach kernels refuse empty lists
+            with torch.no_grad():
+                torch._foreach_copy_(buffers, kept)
+    return loss_d, loss_g, fake[-1], ema

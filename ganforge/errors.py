@@ -30,6 +30,49 @@ class CheckpointError(GanforgeError):
     """A weights or run directory is missing, incomplete or does not match the config."""
 
 
+class RunExists(GanforgeError):
+    """``path`` already holds a run that would be written over (resume it, or overwrite it)."""
+
+    def __init__(self, path: object):
+        self.path = path
+        super().__init__(f"{path}: already holds a run; resume it, or replace it with overwrite=True")
+
+
+class MissingPlugins(CheckpointError):
+    """A weights file that does not validate names plugins not loaded here (``missing``: "name version")."""
+
+    def __init__(self, problem: str, missing: list[str]):
+        self.problem, self.missing = problem, missing
+        super().__init__(
+            f"{problem}; it was written with plugin(s) not loaded here: {', '.join(missing)} "
+            "(install them, or load their modules, if you trust them)"
+        )
+
+
+class ResumeRefused(CheckpointError):
+    """A run cannot be resumed from ``path`` (``reason``); nothing was changed."""
+
+    def __init__(self, path: object, reason: str, checkpoints: object):
+        self.path, self.reason, self.checkpoints = path, reason, checkpoints
+        super().__init__(
+            f"cannot resume {path}: {reason}; nothing was changed; restore a checkpoint from a backup into "
+            f"{checkpoints}, or start the run again with overwrite=True"
+        )
+
+
+class NothingAccepted(GanforgeError):
+    """Latent class optimisation accepted no latent; ``tried`` says how many, with which settings."""
+
+    BETTER = "or a better-trained generator (one whose samples the classifier already labels this way now and then)"
+
+    def __init__(self, tried: str):
+        self.tried = tried
+        super().__init__(
+            f"no latent was accepted ({tried}); try more steps, a higher max_tries or pool, a lower threshold, "
+            f"fewer views, {self.BETTER}"
+        )
+
+
 class TrainingStopped(GanforgeError):
     """Training could not go on (a non-finite loss or gradient); the last good checkpoint is kept: exit code 1."""
 

@@ -83,7 +83,7 @@ class EvalContext:
         if images is None:
             raise GanforgeError(
                 "this metric needs held-out real images: train with data.holdout > 0 "
-                "(e.g. --set data.holdout=0.1), then run `ganforge audit RUN`"
+                "(e.g. data.holdout = 0.1), then audit the run"
             )
         return images
 

@@ -11,7 +11,6 @@ import torch
 
 from .assembly import build_gan, build_generator
 from .config import Config
-from .kinds import GrowthAware
 from .memory import (
     ADAM_STATES,
     Estimate,
@@ -33,9 +32,8 @@ def training_estimate(config: Config, registry: Registry, batch: int = 4) -> Est
     with shapes_only():
         gan = on_meta(lambda: build_gan(model, registry), "model")
     loss = registry.build("loss", config.loss.name, config.loss.params)
-    G, D = (prepare_meta_model(net, model.resolution) for net in (gan.generator, gan.discriminator))
-    if isinstance(gan.connection, GrowthAware):  # as Trainer.growing does
-        gan.connection.set_growth(model.resolution, 1.0)
+    G, D = (prepare_meta_model(net) for net in (gan.generator, gan.discriminator))
+    gan.set_growth(model.resolution, 1.0)  # a growing model needs the most at its final resolution
     weights, gradients = parameter_bytes(G) * 2 + parameter_bytes(D), parameter_bytes(G) + parameter_bytes(D)
     side = model.resolution
 
@@ -62,7 +60,8 @@ def generation_estimate(config: Config, registry: Registry, batch: int = 4) -> E
     """Memory of generating with this config's generator: its weights plus a batch's peak, per image."""
     with shapes_only():
         generator = on_meta(lambda: build_generator(config.model, registry), "sample").eval()
-    prepare_meta_model(generator, config.model.resolution)
+    prepare_meta_model(generator)
+    generator.set_growth(config.model.resolution, 1.0)
     z = torch.zeros(batch, config.model.latent_dim, device="meta")
     with torch.no_grad():
         peak = peak_bytes(lambda: generator(z))
@@ -71,5 +70,5 @@ def generation_estimate(config: Config, registry: Registry, batch: int = 4) -> E
 
 def fitting_batch(config: Config, registry: Registry, wanted: int, limit: int, source: str) -> int:
     """The batch size, up to ``wanted``, whose generation fits in ``limit`` bytes (one line when none does)."""
-    advice = "pass a larger --max-memory if the machine has it"
+    advice = "a larger memory budget (max_memory) if the machine has the memory"
     return fit_batch(generation_estimate(config, registry), wanted, limit, f"{source}: generating", advice)

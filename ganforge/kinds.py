@@ -84,6 +84,9 @@ class GeneratorHead(nn.Module):
         """The finest resolution the generator must compute, or ``None`` for all of them."""
         return None
 
+    def set_growth(self, resolution: int, alpha: float) -> None:
+        """Told the stage of the next step (:class:`Growth`); a head that does not grow ignores it."""
+
 
 class DiscriminatorInput(nn.Module):
     """Feeds images into the discriminator.
@@ -97,6 +100,9 @@ class DiscriminatorInput(nn.Module):
 
     def in_channels(self, resolution: int) -> int:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def set_growth(self, resolution: int, alpha: float) -> None:
+        """Told the stage of the next step (:class:`Growth`); an input that does not grow ignores it."""
 
 
 @runtime_checkable
@@ -112,10 +118,14 @@ class Connection(Protocol):
     def pyramid(self, images: torch.Tensor, resolutions: Sequence[int]) -> list[torch.Tensor]:
         """Turn a batch of real images into the list the discriminator expects (coarse to fine)."""
 
+    def schedule(self, resolution: int, batch_size: int) -> Schedule:
+        """The stages of training a model of ``resolution`` at ``train.batch_size`` (:class:`FixedSchedule`
+        unless the connection grows the networks)."""
+
 
 @dataclass(frozen=True)
 class Growth:
-    """Where a growing connection is at a given step: what the trainer needs to run that step."""
+    """What one step trains at: the trainer asks its :class:`Schedule` before every step."""
 
     resolution: int  # the finest resolution trained now
     alpha: float  # fade-in of that resolution, 0 → 1
@@ -124,20 +134,30 @@ class Growth:
 
 
 @runtime_checkable
-class Growing(Protocol):
-    """Optional for a connection: a schedule (progressive growing). The trainer calls ``growth``
-    before each step and ``set_growth`` on every module that has it (G's head, D's input)."""
+class Schedule(Protocol):
+    """A run's stages, from :meth:`Connection.schedule`: a pure function of the step, so a resumed
+    run continues at the same stage. The trainer tells G's head and D's input each step's stage
+    (``set_growth``)."""
 
-    def growth(self, step: int) -> Growth: ...
+    def growth(self, step: int) -> Growth:
+        """The stage of ``step``."""
 
-    def total_steps(self) -> int: ...
+    def total_steps(self) -> int | None:
+        """The schedule's own length, or ``None`` when ``train.steps``/``train.epochs`` decide."""
 
 
-@runtime_checkable
-class GrowthAware(Protocol):
-    """A module of a growing model (G's head, D's input, their buffers): told the stage before each step."""
+@dataclass(frozen=True)
+class FixedSchedule:
+    """Every step at the model's resolution and ``train.batch_size``: what a connection that does not grow returns."""
 
-    def set_growth(self, resolution: int, alpha: float) -> None: ...
+    resolution: int
+    batch_size: int
+
+    def growth(self, step: int) -> Growth:
+        return Growth(self.resolution, 1.0, self.batch_size, step * self.batch_size)
+
+    def total_steps(self) -> int | None:
+        return None
 
 
 @runtime_checkable

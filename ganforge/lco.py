@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import GanforgeError
+from .errors import GanforgeError, NothingAccepted
 from .images import to_float, to_uint8
 from .kinds import Analyser
 
@@ -55,7 +55,7 @@ def parse_labels(text: str, names: list[str]) -> torch.Tensor:
     unknown = [w for w in wanted if w not in names]
     if unknown or not wanted:
         raise GanforgeError(
-            f"--labels {text!r}: unknown finding(s) {unknown}; the classifier knows "
+            f"labels {text!r}: unknown finding(s) {unknown}; the classifier knows "
             f"{', '.join(names)} (or '{NO_FINDING}')"
         )
     return torch.tensor([float(n in wanted) for n in names])
@@ -67,7 +67,7 @@ def parse_archive(text: str) -> list[tuple[str, int]]:
     for item in text.split(","):
         combo, _, number = item.strip().rpartition("=")
         if not combo or not number.strip().isdigit() or int(number) < 1:
-            raise GanforgeError(f"--archive {item.strip()!r}: expected COMBINATION=COUNT, e.g. 'Effusion|Nodule=20'")
+            raise GanforgeError(f"archive {item.strip()!r}: expected COMBINATION=COUNT, e.g. 'Effusion|Nodule=20'")
         plan.append((combo.strip(), int(number)))
     return plan
 
@@ -186,11 +186,18 @@ class LCOResult:
     steps_used: list[int] = field(default_factory=list)  # per accepted latent
     optimisation_steps: int = 0  # Adam steps taken over all batches
     seconds: float = 0.0
+    batch_size: int = 0  # latents optimised together (what fitted the memory budget)
     probability_trace: list[float] = field(default_factory=list)  # mean P(requested) per step, first batch
 
     @property
     def acceptance(self) -> float:
         return len(self.images) / self.tried if self.tried else 0.0
+
+
+def _requested_probability(probs: torch.Tensor, requested: torch.Tensor) -> float:
+    """Mean probability of the requested findings (of none, for No Finding) in the first view."""
+    mean = probs[:, 0].mean(0)
+    return (mean[:, requested] if requested.any() else 1 - mean).mean().item()
 
 
 def optimise_latents(
@@ -221,6 +228,7 @@ def optimise_latents(
     accepted: list[torch.Tensor] = []
     result = LCOResult(torch.empty(0, dtype=torch.uint8))
     radius = math.sqrt(latent_dim)
+    result.batch_size = settings.batch_size
     while len(accepted) < n and result.tried < max_tries:
         size = min(settings.batch_size, max_tries - result.tried)
         w = _starting_latents(generator, classifiers, target, size, latent_dim, settings, g, device)
@@ -237,15 +245,12 @@ def optimise_latents(
             logits, bce = _loss(classifiers, views, target, size)  # [V, B, K] per classifier, [B]
             probs = torch.sigmoid(torch.stack(logits))  # [classifiers, V, B, K]
             if first_batch:  # how the requested findings' probability evolves, for reports and tests
-                mean = probs[:, 0].mean(0)
-                picked = mean[:, requested] if requested.any() else 1 - mean
-                result.probability_trace.append(picked.mean().item())
+                result.probability_trace.append(_requested_probability(probs, requested))
             ok = _meets(probs.flatten(0, 1).transpose(0, 1), requested, settings.threshold)
             fresh = ok & ~done
-            for i in fresh.nonzero().flatten().tolist():
-                if len(accepted) < n:
-                    accepted.append(to_uint8(images[i : i + 1].detach()))
-                    result.steps_used.append(step)
+            for i in fresh.nonzero().flatten().tolist()[: n - len(accepted)]:
+                accepted.append(to_uint8(images[i : i + 1].detach()))
+                result.steps_used.append(step)
             kept[fresh] = w.detach()[fresh]
             done |= ok
             if done.all() or len(accepted) >= n or step == settings.steps:
@@ -335,7 +340,7 @@ def check_label_names(classifiers: Sequence[Classifier], others: Sequence[tuple[
     names = classifiers[0].names
     for c in classifiers[1:]:
         if c.names != names:
-            raise GanforgeError(f"--classifier {c.name}: labels {c.names} differ from {classifiers[0].name}'s {names}")
+            raise GanforgeError(f"classifier {c.name}: labels {c.names} differ from {classifiers[0].name}'s {names}")
     for what, theirs in others:
         missing = [n for n in names if n not in theirs]
         if missing:
@@ -422,14 +427,10 @@ def summary_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[st
     return headers, rows
 
 
-def advice(settings: LCOSettings, records: list[dict[str, Any]]) -> str:
-    """What to try when no latent was accepted (the exit message)."""
+def nothing_accepted(settings: LCOSettings, records: list[dict[str, Any]]) -> NothingAccepted:
+    """The error when no latent was accepted, saying what was tried."""
     tried = sum(r["tried"] for r in records)
-    return (
-        f"no latent was accepted ({tried} tried, {settings.steps} steps each, threshold {settings.threshold}); "
-        f"try more --steps, a higher --max-tries or --pool, a lower --threshold, fewer --views, "
-        f"or a better-trained generator (one whose samples the classifier already labels this way now and then)"
-    )
+    return NothingAccepted(f"{tried} tried, {settings.steps} steps each, threshold {settings.threshold}")
 
 
 def classifier_name(path: Path) -> str:

@@ -28,14 +28,13 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import GanforgeError
-from .kinds import GrowthAware
 
 DEFAULT_SHARE = 0.8  # of the memory available at start-up, when --max-memory is not given
 ADAM_STATES = 2  # tensors per parameter an Adam-like optimizer keeps
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
-def parse_size(text: str, what: str = "--max-memory") -> int:
+def parse_size(text: str, what: str = "max_memory") -> int:
     """Bytes of ``"8G"``, ``"512MB"``, ``"1.5GiB"`` or ``"1000000"``; ``what`` names the option in errors."""
     found = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", text.lower())
     if not found:
@@ -128,16 +127,13 @@ def peak_bytes(work: Callable[[], Any]) -> int | None:
     return tracker.peak
 
 
-def prepare_meta_model(module: nn.Module, resolution: int) -> nn.Module:
-    """Ready a meta-built network for :func:`peak_bytes`: real 0-dim buffers (a growth stage, which code
-    reads back), and a growing model set to its final ``resolution``, where it needs the most."""
+def prepare_meta_model(module: nn.Module) -> nn.Module:
+    """Ready a meta-built network for :func:`peak_bytes`: its 0-dim buffers real (state such as a
+    growth stage, which code reads back with ``int()``)."""
     for child in module.modules():
         for name, buffer in list(child.named_buffers(recurse=False)):
             if buffer.is_meta and buffer.dim() == 0:
                 setattr(child, name, torch.zeros((), dtype=buffer.dtype, device="cpu"))
-    for child in module.modules():
-        if isinstance(child, GrowthAware):
-            child.set_growth(resolution, 1.0)
     return module
 
 
@@ -183,8 +179,8 @@ def require_fit(estimate: Estimate, batch: int, limit: int, what: str, advice: s
     largest = f"the largest batch that fits is {fits}" if fits >= 1 else "not even a batch of 1 fits"
     raise GanforgeError(
         f"{what}: needs about {size_text(estimate.total(batch))} ({size_text(estimate.fixed)} of weights and "
-        f"optimizer state, {size_text(estimate.per_item)} per image), more than the {size_text(limit)} budget "
-        f"(--max-memory); {largest}; {advice}"
+        f"optimizer state, {size_text(estimate.per_item)} per image), more than the {size_text(limit)} budget; "
+        f"{largest}; {advice}"
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ from .errors import GanforgeError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+M = TypeVar("M", bound=nn.Module)
 
 
 def _cpu_flag(probe: str, flag: str) -> bool:
@@ -96,7 +98,8 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def layout(self, module: nn.Module) -> nn.Module:
+    def layout(self, module: M) -> M:
+        """``module`` itself, its weights moved to channels-last when that layout was chosen."""
         return module.to(memory_format=torch.channels_last) if self.channels_last else module
 
     def images(self, images: torch.Tensor) -> torch.Tensor:

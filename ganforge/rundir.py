@@ -4,11 +4,12 @@
 
     RUN/config.toml                              the resolved config (written when training starts)
     RUN/checkpoints/step_0001234.safetensors     one file per checkpoint: G, G_ema, D, both optimizer
-                                                 states, step, best FID, config; checksummed; last K kept
+                                                 states, step, best figure, config; checksummed;
+                                                 the last K kept
     RUN/generator.safetensors                    the latest checkpoint's networks, for sampling:
     RUN/generator_ema.safetensors                refreshed after every checkpoint, never read by
-    RUN/discriminator.safetensors                --resume
-    RUN/generator_best.safetensors               the EMA generator with the lowest FID so far
+    RUN/discriminator.safetensors                resuming
+    RUN/generator_best.safetensors               the best EMA generator by eval.best (lowest FID)
     RUN/metrics.jsonl, RUN/samples/step_*.png
 
 A checkpoint is one file written to a temporary name, fsynced and renamed, so a reader sees the old
@@ -38,7 +39,7 @@ import torch
 
 from . import jsontext
 from .checkpoint import atomic_write, load_tensors, remove_temporaries, save_tensors
-from .errors import CheckpointError, GanforgeError
+from .errors import CheckpointError, GanforgeError, ResumeRefused, RunExists
 
 CONFIG_FILE = "config.toml"
 GENERATOR, GENERATOR_EMA, DISCRIMINATOR = (
@@ -82,7 +83,7 @@ class RunLock:
     The kernel drops a ``flock`` when its holder dies, so a killed run never leaves a stale lock behind.
     """
 
-    def __init__(self, folder: str | Path, what: str = "--out", warn: Warn | None = None):
+    def __init__(self, folder: str | Path, what: str = "run directory", warn: Warn | None = None):
         self.folder, self.what, self.warn = Path(folder), what, warn
         self._fd: int | None = None
 
@@ -190,22 +191,17 @@ class RunDir:
         """Does the folder already hold (part of) a ganforge run?"""
         return any((self.path / name).exists() for name in (CONFIG_FILE, CHECKPOINTS, METRICS))
 
-    def require_run(self, option: str = "--resume") -> None:
+    def require_run(self) -> None:
         if not self.is_run():
-            raise CheckpointError(
-                f"{option} {self.path}: not a ganforge run directory (no {CONFIG_FILE} or checkpoints/)"
-            )
+            raise CheckpointError(f"{self.path}: not a ganforge run directory (no {CONFIG_FILE} or checkpoints/)")
 
     def prepare(self, *, resume: bool, overwrite: bool, warn: Warn) -> None:
         """Claim the folder for training: refuse to write over a run by accident; clean a killed run's debris."""
         if self.path.exists() and not self.path.is_dir():
-            raise GanforgeError(f"--out {self.path}: exists and is not a folder")
+            raise GanforgeError(f"{self.path}: exists and is not a folder")
         if self.is_run() and not resume:
             if not overwrite:
-                raise GanforgeError(
-                    f"--out {self.path}: already holds a run; continue it with --resume {self.path}, "
-                    "or replace it with --overwrite"
-                )
+                raise RunExists(self.path)
             self.clear()
         self.path.mkdir(parents=True, exist_ok=True)
         removed = [
@@ -279,16 +275,12 @@ class RunDir:
                 path.replace(path.with_suffix(".bad"))
                 warn(f"skipping a damaged checkpoint ({reason}); kept as {path.with_suffix('.bad').name}")
             return checkpoint
-        advice = (
-            "nothing was changed; restore a checkpoint from a backup into "
-            f"{self.checkpoints}, or start again with --out {self.path} --overwrite"
-        )
         if damaged:
             reasons = "; ".join(str(exc) for _, exc in damaged)
-            raise CheckpointError(f"--resume {self.path}: no checkpoint verifies ({reasons}); {advice}")
+            raise ResumeRefused(self.path, f"no checkpoint verifies ({reasons})", self.checkpoints)
         trace = self._trained_before()
         if trace:
-            raise CheckpointError(f"--resume {self.path}: no checkpoint in {self.checkpoints}, but {trace}; {advice}")
+            raise ResumeRefused(self.path, f"no checkpoint in {self.checkpoints}, but {trace}", self.checkpoints)
         return None
 
     def _trained_before(self) -> str:

@@ -24,7 +24,7 @@ from torch import nn
 
 from .checkpoint import Header, load_state, load_tensors, read_header
 from .config import Schema, validate_config
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, MissingPlugins
 from .registry import Registry
 
 PLUGINS_KEY = "ganforge.plugins"
@@ -38,18 +38,13 @@ def shapes_only() -> Iterator[None]:
         yield
 
 
-def _missing_plugins(path: Path, header: Header, registry: Registry) -> str:
+def _missing_plugins(path: Path, header: Header, registry: Registry) -> list[str]:
+    """ "name version" of each plugin the file was written with that is not loaded here."""
     recorded = header.json(path, PLUGINS_KEY) if PLUGINS_KEY in header.metadata else {}
     if not isinstance(recorded, dict):
-        return ""
+        return []
     loaded = {component.plugin for component in registry}
-    missing = [f"{name} {version}" for name, version in sorted(recorded.items()) if name not in loaded]
-    if not missing:
-        return ""
-    return (
-        f"; it was written with plugin(s) not loaded here: {', '.join(missing)} "
-        "(install them, or pass --plugin MODULE for a module you trust)"
-    )
+    return [f"{name} {version}" for name, version in sorted(recorded.items()) if name not in loaded]
 
 
 def _compare_shapes(path: Path, expected: dict[str, tuple[int, ...]], header: Header) -> None:
@@ -87,7 +82,8 @@ def load_model(
     try:
         config = validate_config(raw, registry, f"{path} (metadata)", schema)
     except ConfigError as exc:
-        raise CheckpointError(f"{exc}{_missing_plugins(path, header, registry)}") from exc
+        missing = _missing_plugins(path, header, registry)
+        raise (MissingPlugins(str(exc), missing) if missing else CheckpointError(str(exc))) from exc
     try:
         with shapes_only():
             expected = {k: tuple(v.shape) for k, v in build(config).state_dict().items()}

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ganforge import hookimpl
-from ganforge.kinds import DiscriminatorInput, GeneratorHead
+from ganforge.kinds import DiscriminatorInput, FixedSchedule, GeneratorHead, Schedule
 from ganforge.layers import Layers
 
 
@@ -42,7 +42,14 @@ class SingleScaleInput(DiscriminatorInput):
         return self.from_image(images[-1]) if features is None else features
 
 
-class SingleScaleConnection:
+class _Fixed:
+    """A connection that does not grow the networks: every step at the model's resolution."""
+
+    def schedule(self, resolution: int, batch_size: int) -> Schedule:
+        return FixedSchedule(resolution, batch_size)
+
+
+class SingleScaleConnection(_Fixed):
     """Plain GAN: G emits only the final image; D sees it only at its first layer."""
 
     def generator_head(self, channels: dict[int, int], image_channels: int, layers: Layers) -> GeneratorHead:
@@ -105,7 +112,7 @@ class MultiScaleParams(BaseModel):
     combine: Combine = Field("lin_cat", description="how each scale's image joins D's features")
 
 
-class MultiScaleConnection:
+class MultiScaleConnection(_Fixed):
     """MSG-GAN multi-scale gradients: G emits an image at every scale, D takes each one in."""
 
     def __init__(self, *, combine: Combine):

@@ -1,6 +1,6 @@
 """The privacy audit's metrics and the feature spaces they measure distances in.
 
-Metrics (``[eval] metrics``, ``ganforge evaluate --audit``): ``data_copying`` (Meehan et al.'s
+Metrics (``[eval] metrics``, ``ganforge audit``): ``data_copying`` (Meehan et al.'s
 ``C_T``), ``near_copies`` (rate of generated images nearer to a training image than fresh real
 ones almost ever are) and ``memorization`` (the MiFID term). ``ctx.real`` is the training set,
 ``ctx.holdout`` the real images held out of training (``data.holdout``). Feature spaces:

@@ -4,7 +4,7 @@ All layers exist from the start; the connection decides which resolution is trai
 shows a number of images at one resolution; a new resolution fades in over ``fade_images``
 images: G's output is ``α·toRGB_r(x_r) + (1 − α)·upsample(toRGB_{r/2}(x_{r/2}))`` and D's input
 ``α·block_r(fromRGB_r(img)) + (1 − α)·fromRGB_{r/2}(avgpool(img))``; real images are faded the
-same way. The phase, α and batch size are a pure function of the step, so ``--resume`` in the
+same way. The phase, α and batch size are a pure function of the step, so resuming in the
 middle of a fade continues at the same phase and α. The head's current resolution and α are
 buffers, so a weights file saved mid-growth samples at the resolution it was trained at.
 """
@@ -110,6 +110,29 @@ class ProgressiveParams(BaseModel):
     default_batch_size: int = Field(16, ge=1, description="for resolutions missing from batch_sizes")
 
 
+class ProgressiveSchedule:
+    """Phases of ``ceil(images / batch)`` steps per resolution; α ramps over a new one's first ``fade_images``."""
+
+    def __init__(self, phases: list[tuple[int, int, int]], fade_images: int):
+        self.phases, self.fade_images = phases, fade_images  # (resolution, steps, batch size) per phase
+
+    def total_steps(self) -> int:
+        return sum(steps for _, steps, _ in self.phases)
+
+    def growth(self, step: int) -> Growth:
+        seen = 0
+        for index, (resolution, steps, batch) in enumerate(self.phases):
+            last = index == len(self.phases) - 1
+            if step < steps or last:
+                shown = step * batch
+                fading = index > 0 and self.fade_images > 0
+                alpha = min(1.0, shown / self.fade_images) if fading else 1.0
+                return Growth(resolution, alpha, batch, seen + shown)
+            step -= steps
+            seen += steps * batch
+        raise AssertionError("a progressive schedule has at least one phase")
+
+
 class ProgressiveConnection:
     """Progressive growing (PGGAN): grow from start_resolution to the model resolution with fade-ins."""
 
@@ -127,48 +150,36 @@ class ProgressiveConnection:
         self.phase_images, self.default_phase_images = phase_images, default_phase_images
         self.fade_images = fade_images
         self.batch_sizes, self.default_batch_size = batch_sizes, default_batch_size
-        self.phases: list[tuple[int, int, int]] = []  # (resolution, steps, batch size)
-        self._current = (start_resolution, 1.0)
+        self._input: ProgressiveInput | None = None  # D's input, whose stage the real pyramid follows
 
-    def _plan(self, channels: dict[int, int]) -> None:
-        resolutions = [r for r in sorted(channels) if r >= self.start]
-        if not resolutions:
+    def _check(self, resolution: int) -> None:
+        if self.start > resolution:
             raise ValueError(f"progressive.start_resolution {self.start} is above the model resolution")
-        self.phases = []
-        for r in resolutions:
-            batch = self.batch_sizes.get(r, self.default_batch_size)
-            images = self.phase_images.get(r, self.default_phase_images)
-            self.phases.append((r, math.ceil(images / batch), batch))
 
     def generator_head(self, channels: dict[int, int], image_channels: int, layers: Layers) -> GeneratorHead:
-        self._plan(channels)
+        self._check(max(channels))
         return ProgressiveHead(channels, image_channels, layers, self.start)
 
     def discriminator_input(self, channels: dict[int, int], image_channels: int, layers: Layers) -> DiscriminatorInput:
-        self._plan(channels)
-        return ProgressiveInput(channels, image_channels, layers, self.start)
+        self._check(max(channels))
+        self._input = ProgressiveInput(channels, image_channels, layers, self.start)
+        return self._input
 
-    def total_steps(self) -> int:
-        return sum(steps for _, steps, _ in self.phases)
-
-    def growth(self, step: int) -> Growth:
-        seen = 0
-        for index, (resolution, steps, batch) in enumerate(self.phases):
-            last = index == len(self.phases) - 1
-            if step < steps or last:
-                shown = step * batch
-                fading = index > 0 and self.fade_images > 0
-                alpha = min(1.0, shown / self.fade_images) if fading else 1.0
-                return Growth(resolution, alpha, batch, seen + shown)
-            step -= steps
-            seen += steps * batch
-        raise RuntimeError("progressive growth has no phases (was the network built?)")
-
-    def set_growth(self, resolution: int, alpha: float) -> None:
-        self._current = (resolution, alpha)
+    def schedule(self, resolution: int, batch_size: int) -> ProgressiveSchedule:
+        """The phases 4×4 (or ``start_resolution``) → ``resolution``; ``train.batch_size`` is not used."""
+        self._check(resolution)
+        phases = []
+        for r in (4 << k for k in range(int(math.log2(resolution // 4)) + 1)):  # the model's 4, 8, …, resolution
+            if r >= self.start:
+                batch = self.batch_sizes.get(r, self.default_batch_size)
+                phases.append((r, math.ceil(self.phase_images.get(r, self.default_phase_images) / batch), batch))
+        return ProgressiveSchedule(phases, self.fade_images)
 
     def pyramid(self, images: torch.Tensor, resolutions: Sequence[int]) -> list[torch.Tensor]:
-        resolution, alpha = self._current
+        """The real images at D's current stage, faded as G's output is."""
+        if self._input is None:
+            raise RuntimeError("the progressive connection feeds real images only once it built D's input")
+        resolution, alpha = self._input.growth.current()
         x = F.avg_pool2d(images, images.shape[-1] // resolution) if images.shape[-1] != resolution else images
         if alpha < 1 and resolution > self.start:
             x = torch.lerp(F.interpolate(F.avg_pool2d(x, 2), scale_factor=2.0, mode="nearest"), x, alpha)

@@ -49,7 +49,7 @@ def test_a_checkpoint_restores_weights_optimizers_step_and_best_fid(tmp_path, co
     assert read_header(tmp_path / GENERATOR_EMA).metadata["ganforge.step"] == "7"
     other_nets, other_optimizers = parts(1)  # different weights and moments
     resumed = checkpointer(tmp_path, config, other_nets, other_optimizers).resume(RunDir(tmp_path), config, write=True)
-    assert resumed is not None and (resumed.step, resumed.best_fid) == (7, 12.5)
+    assert resumed is not None and (resumed.step, resumed.best) == (7, 12.5)
     for name in nets:
         for a, b in zip(nets[name].state_dict().values(), other_nets[name].state_dict().values()):
             assert torch.equal(a, b)
@@ -67,7 +67,7 @@ def test_resume_brings_stale_exports_level_and_adopts_a_later_best_fid(tmp_path,
         tmp_path / GENERATOR_BEST, nets["generator_ema"].state_dict(), {"ganforge.fid": 20.0, "ganforge.step": 4}
     )
     resumed = checkpointer(tmp_path, config, *parts(1)).resume(RunDir(tmp_path), config, write=True)
-    assert resumed is not None and resumed.best_fid == 20.0  # the final evaluation after the checkpoint
+    assert resumed is not None and resumed.best == 20.0  # the final evaluation after the checkpoint
     assert read_header(tmp_path / GENERATOR).metadata["ganforge.step"] == "4"
 
 
@@ -76,5 +76,5 @@ def test_a_run_that_never_checkpointed_resumes_from_nothing_and_other_configs_ar
     assert checkpointer(tmp_path, config, *parts(0)).resume(RunDir(tmp_path), config, write=True) is None
     same_experiment("run", {**config.to_dict(), "train": {**config.to_dict()["train"], "steps": 99}}, config)
     changed = {**config.to_dict(), "optim": {**config.to_dict()["optim"], "lr": 0.5}}
-    with pytest.raises(CheckpointError, match=r"^--resume run: the config differs from the run's in optim.lr$"):
+    with pytest.raises(CheckpointError, match=r"^cannot resume run: the config differs from the run's in optim.lr$"):
         same_experiment("run", changed, config)

@@ -1,5 +1,6 @@
 """The command line through click's runner: exit codes, one-line errors, files written."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,18 @@ def test_every_option_of_every_command_is_in_the_cli_docs():
                 if not any(f"{o} " in rows or f"{o}]" in rows or f"{o}`" in rows for o in shown):
                     missing.append(f"{path} {shown[0]}")  # documented in the row of its own command
     assert not missing, f"not in docs/cli.md: {missing}"
+
+
+def test_the_readme_layout_table_names_every_module_and_only_existing_ones():
+    """Each module and sub-package of ganforge/ is in a row of the README's layout table, and each path named exists."""
+    root = Path(__file__).resolve().parents[1]
+    table = root.joinpath("README.md").read_text().split("## Layout", 1)[1].split("\n\n", 2)[1]
+    named = set()
+    for row in table.splitlines():
+        paths = re.findall(r"`([\w./-]+)`", row.split("|")[1])
+        folder = paths[0].rsplit("/", 1)[0] if paths and "/" in paths[0].rstrip("/") else ""
+        named |= {p if "/" in p.rstrip("/") or not folder else f"{folder}/{p}" for p in paths}
+    modules = {f"ganforge/{p.name}" for p in (root / "ganforge").glob("*.py") if not p.name.startswith("__")}
+    packages = {f"ganforge/{p.name}/" for p in (root / "ganforge").iterdir() if (p / "__init__.py").is_file()}
+    assert modules | packages <= named, sorted((modules | packages) - named)
+    assert all((root / p).exists() for p in named), sorted(p for p in named if not (root / p).exists())

@@ -142,7 +142,7 @@ def test_offline_download_failure_says_what_to_do(monkeypatch):
         FID()(EvalContext(real, fake))
     message = str(err.value)
     assert "download failed" in message and "ganforge inception-weights" in message
-    assert "--inception-weights" in message and "GANFORGE_INCEPTION_WEIGHTS" in message
+    assert "eval.inception_weights" in message and "GANFORGE_INCEPTION_WEIGHTS" in message
     monkeypatch.setenv("GANFORGE_INCEPTION_WEIGHTS", "/nonexistent/w.safetensors")
     from ganforge.inception import resolve_weights
 
@@ -174,5 +174,5 @@ def test_training_with_eval_keeps_best_generator(tiny, tmp_path):
     evals = [x for x in lines if "eval" in x]
     assert [x["step"] for x in evals] == [2, 4]
     fids = [x["eval"]["metrics"]["fid"]["fid"] for x in evals]
-    assert trainer.best_fid == min(fids)
+    assert trainer.best.value == min(fids)
     assert (tmp_path / "run" / "generator_best.safetensors").is_file()

@@ -24,15 +24,13 @@ def growing(tmp_path, *extra):
 
 
 def set_growth(gan, resolution, alpha):
-    for target in (gan.connection, *gan.generator.modules(), *gan.discriminator.modules()):
-        if hasattr(target, "set_growth"):
-            target.set_growth(resolution, alpha)
+    gan.set_growth(resolution, alpha)
 
 
 def test_schedule_phases_alpha_and_batch_sizes(tmp_path):
     config, registry = growing(tmp_path)
     trainer = Trainer(config, registry, tmp_path / "run", device="cpu")
-    schedule = trainer.gan.connection.total_steps()
+    schedule = trainer.schedule.total_steps()
     assert schedule == 4 + 4 + 8  # 32 images per phase at batch 8, 8, 4
     assert trainer.total_steps() == 4  # train.steps in the config wins over the schedule
     g = [trainer.growth(step) for step in range(schedule)]
@@ -74,7 +72,7 @@ def test_fade_in_at_alpha_zero_is_the_upsampled_lower_resolution(tmp_path):
     torch.testing.assert_close(faded, upsampled)
     torch.testing.assert_close(quarter, 0.75 * upsampled + 0.25 * full)
     real = torch.randn(2, 1, 16, 16)
-    gan.connection.set_growth(16, 0.0)
+    gan.set_growth(16, 0.0)
     torch.testing.assert_close(
         gan.connection.pyramid(real, [4, 8, 16])[0],
         F.interpolate(F.avg_pool2d(real, 2), scale_factor=2.0, mode="nearest"),

@@ -92,13 +92,13 @@ def test_the_1024_pggan_recipe_starts_training_from_a_folder(tmp_path, cache):
 def test_batches_read_ahead_by_workers_equal_the_in_memory_ones(tiny, tmp_path, monkeypatch):
     config, registry = tiny  # 48 images, batch 8: step 6 starts the second epoch
     in_memory = Trainer(config, registry, tmp_path / "a", device="cpu")
-    expected = [in_memory._batch(step) for step in range(9)]  # loads the set: it stays in memory
+    expected = [in_memory.source.batch(step) for step in range(9)]  # loads the set: it stays in memory
     monkeypatch.setattr(datasource, "DEVICE_DATA_LIMIT", 0)  # every set loaded from now on streams
     streamed = Trainer(config, registry, tmp_path / "b", device="cpu")
-    assert streamed._batch(0).shape == (8, 1, 16, 16) and streamed.source.reader.workers == 2
+    assert streamed.source.batch(0).shape == (8, 1, 16, 16) and streamed.source.reader.workers == 2
     assert in_memory.source.reader is None
     for step in [1, 2, 3, 4, 5, 6, 7, 2, 3, 8]:  # in order, then back (a resume restarts the readers)
-        assert torch.equal(streamed._batch(step), expected[step]), step
+        assert torch.equal(streamed.source.batch(step), expected[step]), step
     assert not torch.equal(expected[0], expected[6])  # a new epoch, a new order
     streamed.source.close()
 

@@ -13,7 +13,7 @@ import click
 from .. import api
 from ..config import load_config
 from ..distributed import check_batches_split
-from ..errors import Interrupted
+from ..errors import GanforgeError, Interrupted
 from ..interrupts import stop_with_parent
 from ..plugins import load_registry
 from .group import console, main, memory_option, stdout
@@ -71,24 +71,21 @@ def build(
     Ctrl-C or SIGTERM: the current step ends, a checkpoint is written and the command to resume is
     printed (exit 130/143); a second Ctrl-C aborts at once.
     """
-    from ..assembly import build_gan
-    from ..summary import architecture_tables
-
     if steps is not None and epochs is not None:
         raise click.UsageError("give --steps or --epochs, not both")
     if resume is not None and overwrite:
         raise click.UsageError("give --resume or --overwrite, not both")
-    sets = list(overrides) + ([f"seed={seed}"] if seed is not None else [])
-    sets += ([f"train.precision={precision}"] if precision else []) + (["train.compile=true"] if compile_ else [])
-    sets += [f"train.threads={threads}"] if threads else []
+    sets = _overrides(overrides, seed=seed, precision=precision, compile_=compile_, threads=threads)
     config, registry = load_config(config_path, load_registry, sets)
     if dry_run:
-        for table in architecture_tables(build_gan(config.model, registry), config.model.latent_dim):
-            stdout().print(table)
+        _print_architecture(config, registry)
         return
-    stop_with_parent()  # a sweep's row ends when its sweep does, however the sweep ended
+    stop_with_parent()  # a row run by hand as a sweep's is stopped with its sweep
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        check_batches_split(config, registry, nproc)  # here, not in every rank after torchrun started
+        try:  # here, not in every rank after torchrun started
+            check_batches_split(config, registry, nproc)
+        except GanforgeError as exc:
+            raise GanforgeError(f"--nproc {nproc}: {exc}") from exc
         sys.exit(_torchrun(nproc))
     try:
         result = api.train(
@@ -105,15 +102,29 @@ def build(
             console=console,
         )
     except Interrupted as exc:
-        sys.exit(
-            _interrupted(
-                exc, config_path, out or resume or Path("runs") / config.name, sets, steps, epochs, no_eval, device
-            )
-        )
+        where = out or resume or Path("runs") / config.name
+        sys.exit(_interrupted(exc, config_path, where, sets, steps, epochs, no_eval, device))
     if os.environ.get("RANK", "0") == "0":
         console.print(
             f"[green]done[/]: step {result.step}; weights in {result.out}/ (generator_ema.safetensors for sampling)"
         )
+
+
+def _overrides(sets, *, seed, precision, compile_, threads) -> list[str]:
+    """``--set`` items, then the options that are shorthands for config keys."""
+    items = list(sets) + ([f"seed={seed}"] if seed is not None else [])
+    items += [f"train.precision={precision}"] if precision else []
+    items += ["train.compile=true"] if compile_ else []
+    return items + ([f"train.threads={threads}"] if threads else [])
+
+
+def _print_architecture(config, registry) -> None:
+    """``--dry-run``: the assembled networks' tables, nothing trained."""
+    from ..assembly import build_gan
+    from ..summary import architecture_tables
+
+    for table in architecture_tables(build_gan(config.model, registry), config.model.latent_dim):
+        stdout().print(table)
 
 
 def _interrupted(exc, config_path, out, sets, steps, epochs, no_eval, device) -> int:

@@ -9,7 +9,17 @@ import click
 from .. import api
 from ..inception import WEIGHTS_ENV
 from .audit import audit as audit_command
-from .group import comma_list, console, deprecated, main, memory_option, plugin_option, results_table, stdout
+from .group import (
+    comma_list,
+    console,
+    deprecated,
+    main,
+    memory_option,
+    plugin_option,
+    results_table,
+    stdout,
+    write_json,
+)
 from .tstr import tstr as tstr_command
 
 
@@ -80,43 +90,15 @@ def evaluate(
 ) -> None:
     """Score generated images against real ones: FID, KID, precision/recall, MS-SSIM. (--audit and --tstr are
     deprecated: see `ganforge audit` and `ganforge tstr`.)"""
-    ctx = click.get_current_context()
-    if tstr:
-        deprecated("evaluate --tstr --real CONFIG --fake DIR", "tstr CONFIG DIR")
-        if real is None or fake is None:
-            raise click.UsageError("--tstr needs --real CLASSIFIER_CONFIG.toml and --fake SYNTHETIC_DIR")
-        ctx.invoke(tstr_command, classifier_config=real, synthetic=fake, json_out=json_out, device=device)
+    if tstr or audit_run is not None:
+        _deprecated_alias(click.get_current_context())
         return
-    if (real is None) == (audit_run is None):
+    if real is None:
         raise click.UsageError("give exactly one of --real and --audit")
-    if weights is not None and fake is not None or audit_run is None and weights is None and fake is None:
+    if (weights is None) == (fake is None):
         raise click.UsageError("give exactly one of --weights and --fake (--audit RUN: at most one)")
-    if audit_run is not None:
-        deprecated("evaluate --audit RUN", "audit RUN")
-        ctx.invoke(
-            audit_command,
-            run=audit_run,
-            weights=weights,
-            fake=fake,
-            count=count,
-            metric_names=metric_names,
-            spaces=spaces,
-            pairs=pairs,
-            out=out,
-            json_out=json_out,
-            seed=seed,
-            device=device,
-            inception_weights=inception_weights,
-            no_cache=no_cache,
-            plugin_modules=plugin_modules,
-        )
-        return
-    if real is not None and real.suffix != ".toml" and weights is None and resolution is None:
+    if real.suffix != ".toml" and weights is None and resolution is None:
         raise click.UsageError("--real DIR needs --weights (or --resolution) to know the image size")
-    import json
-
-    from ..checkpoint import atomic_write
-
     done = api.evaluate(
         real,
         weights=weights,
@@ -136,4 +118,24 @@ def evaluate(
     cached = " (features from cache)" if done.record["real_features_cached"] else ""
     console.print(f"real: {done.record['real']}{cached}")
     if json_out is not None:
-        atomic_write(json_out, json.dumps(done.record, indent=2) + "\n")
+        write_json(json_out, done.record)
+
+
+def _deprecated_alias(ctx: click.Context) -> None:
+    """``evaluate --tstr`` and ``evaluate --audit RUN``, for one release: the new commands, with a notice."""
+    p = ctx.params
+    if p["tstr"]:
+        deprecated("evaluate --tstr --real CONFIG --fake DIR", "tstr CONFIG DIR")
+        if p["real"] is None or p["fake"] is None:
+            raise click.UsageError("--tstr needs --real CLASSIFIER_CONFIG.toml and --fake SYNTHETIC_DIR")
+        ctx.invoke(
+            tstr_command, classifier_config=p["real"], synthetic=p["fake"], json_out=p["json_out"], device=p["device"]
+        )
+        return
+    if p["real"] is not None:
+        raise click.UsageError("give exactly one of --real and --audit")
+    if p["weights"] is not None and p["fake"] is not None:
+        raise click.UsageError("give exactly one of --weights and --fake (--audit RUN: at most one)")
+    deprecated("evaluate --audit RUN", "audit RUN")
+    shared = "weights fake count metric_names spaces pairs out json_out seed device inception_weights no_cache"
+    ctx.invoke(audit_command, run=p["audit_run"], **{key: p[key] for key in [*shared.split(), "plugin_modules"]})

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import GanforgeError, Interrupted
+from ..errors import GanforgeError, Interrupted, MissingPlugins, NothingAccepted, ResumeRefused, RunExists
 
 if TYPE_CHECKING:
     from ..evaluation import MetricResult
@@ -33,6 +33,23 @@ DEBUG_ENV = "GANFORGE_DEBUG"
 
 def _one_line(exc: BaseException) -> tuple[str, int]:
     """The one-line message and exit code of an error a user can act on (anything else is a bug: traceback)."""
+    if isinstance(exc, RunExists):  # the library's advice, in options
+        where = exc.path
+        return (
+            f"--out {where}: already holds a run; continue it with --resume {where}, or replace it with --overwrite",
+            2,
+        )
+    if isinstance(exc, ResumeRefused):
+        where, backup = exc.path, exc.checkpoints
+        advice = f"restore a checkpoint from a backup into {backup}, or start again with --out {where} --overwrite"
+        return f"--resume {where}: {exc.reason}; nothing was changed; {advice}", exc.exit_code
+    if isinstance(exc, MissingPlugins):
+        missing = ", ".join(exc.missing)
+        advice = "install them, or pass --plugin MODULE for a module you trust"
+        return f"{exc.problem}; it was written with plugin(s) not loaded here: {missing} ({advice})", exc.exit_code
+    if isinstance(exc, NothingAccepted):
+        options = "try more --steps, a higher --max-tries or --pool, a lower --threshold, fewer --views"
+        return f"no latent was accepted ({exc.tried}); {options}, {exc.BETTER}", exc.exit_code
     if isinstance(exc, GanforgeError):
         return str(exc), exc.exit_code
     if isinstance(exc, Interrupted):
@@ -93,10 +110,20 @@ def main(debug: bool) -> None:
     """ganforge: declarative, plugin-based GANs for medical image synthesis."""
 
 
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A size option checked as it is parsed, so a bad one is named as the option, before any work."""
+    from ..memory import parse_size
+
+    if value is not None:
+        parse_size(value, f"--{param.name.replace('_', '-')}" if param.name else "size")
+    return value
+
+
 def memory_option(command):
     return click.option(
         "--max-memory",
         metavar="SIZE",
+        callback=_size,
         help="memory this command may plan for, e.g. 8G  [default: 80 % of what is available]",
     )(command)
 
@@ -109,6 +136,15 @@ def plugin_option(command):
         metavar="MODULE",
         help="also load this plugin module (weights files never import modules themselves)",
     )(command)
+
+
+def write_json(path: Path, record: object) -> None:
+    """``record`` as indented JSON at ``path``, written atomically (what ``--json`` options write)."""
+    import json
+
+    from ..checkpoint import atomic_write
+
+    atomic_write(path, json.dumps(record, indent=2) + "\n")
 
 
 def comma_list(text: str) -> list[str]:

@@ -136,6 +136,12 @@ def lco(
             console=console,
             **request,
         )
+    _print_summary(made)
+    console.print(f"wrote {made.count} labelled images to {out / 'images'}/, {made.labels_csv} and {made.summary}")
+
+
+def _print_summary(made: api.LCOArchive) -> None:
+    """Per combination: asked, accepted, tried, steps; then each combination's warning."""
     table = Table(title=f"latent class optimisation ({', '.join(made.classifiers)})")
     headers, rows = summary_rows(made.records)
     for header in headers:
@@ -146,7 +152,6 @@ def lco(
     for record in made.records:
         if "warning" in record:
             console.print(f"[yellow]{record['labels']}: {record['warning']}[/]")
-    console.print(f"wrote {made.count} labelled images to {out / 'images'}/, {made.labels_csv} and {made.summary}")
 
 
 @contextmanager
@@ -156,7 +161,6 @@ def _lco_progress(settings, plan):
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    batches = sum(math.ceil(settings.tries(n) / settings.batch_size) for _, n in plan)
     tasks: dict[str, int] = {}
     elapsed: list[float] = []  # seconds after the first two optimisation steps
     columns = TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}"), TimeElapsedColumn()
@@ -165,7 +169,8 @@ def _lco_progress(settings, plan):
         def on_step(combo: str, n: int, result) -> None:
             if len(elapsed) < 2:  # say up front how long it may take; a batch's first step also scores its pool
                 elapsed.append(result.seconds)
-                if len(elapsed) == 2:
+                if len(elapsed) == 2:  # in batches of what fitted the memory budget, not of what was asked
+                    batches = sum(math.ceil(settings.tries(count) / result.batch_size) for _, count in plan)
                     first, step = elapsed[0], elapsed[1] - elapsed[0]
                     minutes = batches * (first + (settings.steps - 1) * step) / 60
                     colour = "yellow" if minutes > 10 else "dim"
@@ -175,7 +180,7 @@ def _lco_progress(settings, plan):
                         "earlier once every image is accepted[/]"
                     )
             if combo not in tasks:
-                steps = math.ceil(settings.tries(n) / settings.batch_size) * settings.steps
+                steps = math.ceil(settings.tries(n) / result.batch_size) * settings.steps
                 tasks[combo] = progress.add_task(combo, total=steps)
             accepted = len(result.steps_used)
             text = f"{combo}: {accepted}/{n} accepted, {result.tried} tried"

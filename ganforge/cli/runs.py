@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
+from .. import api
 from ..errors import CheckpointError
 from ..rundir import RunDir
-from .group import console, main
+from .group import comma_list, console, main
 
 
 @main.command()
@@ -19,22 +20,19 @@ from .group import console, main
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="rows run at once")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a key in every row")
 def sweep(sweep_file, only, steps, out, jobs, overrides) -> None:
-    """Run every row of a sweep file as its own build, then write results.md/.csv and plots.
+    """Run every row of a sweep file as its own training process, then write results.md/.csv and plots.
 
     Finished rows are skipped and interrupted ones resume: run the same command again after any stop.
     """
-    from ..sweep import SweepRunner, load_sweep, write_report
-
-    spec = load_sweep(sweep_file)
-    rows = spec.select([name.strip() for name in (only or "").split(",") if name.strip()])
-    out = out or Path("runs") / sweep_file.stem
-    runs = SweepRunner(spec, out, steps=steps, sets=list(overrides), jobs=jobs, console=console).run(rows)
-    written = write_report(out)
-    failed = [run for run in runs if run.state == "failed"]
-    for run in failed:
-        console.print(f"[red]{run.row.name} failed[/]: {run.message} (log: {out / 'logs' / run.row.name}.log)")
-    console.print(f"results: {written[1]} and {written[0]}; plots: {', '.join(p.name for p in written[2:])}")
-    if failed:
+    result = api.sweep(
+        sweep_file, out, only=comma_list(only or ""), steps=steps, overrides=overrides, jobs=jobs, console=console
+    )
+    for row, message in result.failures.items():
+        console.print(f"[red]{row} failed[/]: {message} (log: {result.out / 'logs' / row}.log)")
+    console.print(
+        f"results: {result.report[1]} and {result.report[0]}; plots: {', '.join(p.name for p in result.report[2:])}"
+    )
+    if result.failures:
         raise SystemExit(1)
 
 

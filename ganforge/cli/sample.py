@@ -66,26 +66,5 @@ def sample(
         console.print(f"wrote {done.count} {done.resolution}×{done.resolution} PNGs to {done.out}/")
         return
     deprecated("sample --classifier …", "lco --weights W --classifier C …")
-    click.get_current_context().invoke(
-        lco,
-        weights=weights,
-        count=count,
-        out=out,
-        seed=seed,
-        batch_size=batch_size,
-        grid=grid,
-        device=device,
-        lco_steps=lco_steps,
-        lco_lr=lco_lr,
-        classifiers=classifiers,
-        labels=labels,
-        archive=archive,
-        judge=judge,
-        analyser_name=analyser_name,
-        views=views,
-        pool=pool,
-        max_tries=max_tries,
-        threshold=threshold,
-        max_memory=max_memory,
-        plugin_modules=plugin_modules,
-    )
+    ctx = click.get_current_context()
+    ctx.invoke(lco, **ctx.params)

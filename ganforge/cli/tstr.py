@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,7 @@ import click
 from rich.table import Table
 
 from .. import api
-from .group import main, stdout
+from .group import main, stdout, write_json
 
 
 @main.command()
@@ -21,7 +20,6 @@ from .group import main, stdout
 def tstr(classifier_config, synthetic, json_out, device) -> None:
     """AUROC on held-out real images of classifiers trained on real, on SYNTHETIC_DIR (images/ and labels.csv,
     e.g. from `ganforge lco --archive`), and on both."""
-    from ..checkpoint import atomic_write
     from ..classification import auroc_record, mean_auroc
 
     if classifier_config.suffix != ".toml":
@@ -37,4 +35,4 @@ def tstr(classifier_config, synthetic, json_out, device) -> None:
     if json_out is not None:
         record: dict[str, Any] = {name: auroc_record(values) for name, values in done.auroc.items()}
         record["synthetic_data"] = done.synthetic
-        atomic_write(json_out, json.dumps(record, indent=2) + "\n")
+        write_json(json_out, record)

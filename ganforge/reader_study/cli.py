@@ -59,6 +59,8 @@ def create(
     from .sources import create_from_sources
     from .study import Settings, source_counts
 
+    if (weights is None) == (fake_dir is None):
+        raise click.UsageError("give either --weights (a generator) or --fake (a folder of generated images)")
     settings = Settings(allow_changes=allow_changes, ask_finding=ask_finding, confidence_levels=confidence_levels)
     study = create_from_sources(
         out,

@@ -340,7 +340,7 @@ def check_address(host: str, port: int) -> None:
             probe.bind(address)
     except OSError as exc:
         reason = exc.strerror or exc
-        raise GanforgeError(f"cannot listen on {host}:{port} ({reason}); choose another --host/--port") from exc
+        raise GanforgeError(f"cannot listen on {host}:{port} ({reason}); choose another host or port") from exc
 
 
 def is_loopback(host: str) -> bool:

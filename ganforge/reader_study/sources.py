@@ -66,7 +66,7 @@ def first_image_size(folder: Path) -> int:
         if path.suffix.lower() in (".png", ".jpg", ".jpeg"):
             with Image.open(path) as image:
                 return min(image.size)
-    raise DataError(f"{root}: no PNG or JPEG images found (give --resolution)")
+    raise DataError(f"{root}: no PNG or JPEG images found (give the resolution)")
 
 
 def create_from_sources(
@@ -86,14 +86,14 @@ def create_from_sources(
 ) -> Study:
     """Draw ``count`` images (``generated_fraction`` of them generated) and write the study to ``out``."""
     if (weights is None) == (fake_dir is None):
-        raise GanforgeError("give either --weights (a generator) or --fake (a folder of generated images)")
+        raise GanforgeError("give either weights (a generator) or fake (a folder of generated images)")
     if out.exists():
-        raise GanforgeError(f"{out}: already exists (a study is never overwritten; choose another --out)")
+        raise GanforgeError(f"{out}: already exists (a study is never overwritten; choose another folder)")
     n_generated = round(count * generated_fraction)
     if weights is not None:
         generated, size = generator_pool(weights, n_generated, seed, registry, device)
         if resolution not in (None, size):
-            raise GanforgeError(f"--resolution {resolution}: the generator makes {size}×{size} images")
+            raise GanforgeError(f"resolution {resolution}: the generator makes {size}×{size} images")
         generated_names: list[str] = []
     else:
         assert fake_dir is not None  # checked above: one of the two is given

@@ -129,7 +129,7 @@ def create_study(
     """
     out = Path(out)
     if out.exists():
-        raise GanforgeError(f"{out}: already exists (a study is never overwritten; choose another --out)")
+        raise GanforgeError(f"{out}: already exists (a study is never overwritten; choose another folder)")
     resolutions = {tuple(pool.images.shape[-2:]) for pool in (real, generated) if len(pool.images)}
     if len(resolutions) != 1:
         raise GanforgeError(f"real and generated images differ in size ({sorted(resolutions)}); resize one side")

@@ -1,4 +1,4 @@
-"""Running a sweep: each row an ordinary ``ganforge build`` process in ``OUT/<row>/``.
+"""Running a sweep: each row :func:`ganforge.api.train` in a process of its own (:mod:`.row`), in ``OUT/<row>/``.
 
 What is done survives any stop: ``OUT/sweep.json`` records every row that finished (with the
 overrides and steps it finished with) and is rewritten atomically after each one, so running the
@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shlex
 import signal
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from ..checkpoint import atomic_write
 from ..errors import Interrupted
 from ..interrupts import PARENT_ENV, GracefulStop
 from ..rundir import RunDir, RunLock, lock_holder
+from .row import RowSettings
 from .spec import Row, Sweep
 
 STATE_FILE = "sweep.json"
@@ -93,7 +95,7 @@ class SweepRunner:
         self.console = console or Console(stderr=True)
         self.slots, self.capacity = machine_slots(max(1, jobs))
         if jobs > len(self.slots):
-            self._warn(f"--jobs {jobs}: this machine has {self.capacity}; running {len(self.slots)} row(s) at once")
+            self._warn(f"jobs = {jobs}: this machine has {self.capacity}; running {len(self.slots)} row(s) at once")
         self._lock = threading.Lock()
         self._stopping = False
 
@@ -134,15 +136,15 @@ class SweepRunner:
 
     # ------------------------------------------------------------------ one row
 
-    def command(self, run: RowRun) -> list[str]:
+    def settings(self, run: RowRun) -> RowSettings:
+        """The row's training: resumed when its folder holds a run, else started afresh (overwriting)."""
         resume = RunDir(run.directory).is_run()
-        where = ["--resume", str(run.directory)] if resume else ["--out", str(run.directory), "--overwrite"]
-        command = [sys.executable, "-m", "ganforge", "build", str(self.sweep.base), *where]
-        if self.steps is not None:
-            command += ["--steps", str(self.steps)]
-        for item in [*run.row.overrides, *self.sets]:
-            command.append(f"--set={item}")
-        return command
+        overrides = [*run.row.overrides, *self.sets]
+        return RowSettings(str(self.sweep.base), str(run.directory), overrides, self.steps, resume)
+
+    def command(self, run: RowRun) -> list[str]:
+        """The row's own process: :mod:`ganforge.sweep.row`, which calls :func:`ganforge.api.train`."""
+        return [sys.executable, "-m", "ganforge.sweep.row", self.settings(run).to_json()]
 
     def _wait_for_previous(self, run: RowRun) -> bool:
         """Wait while another process (a killed sweep's row, finishing its checkpoint) holds the row's folder."""
@@ -169,7 +171,7 @@ class SweepRunner:
             log.parent.mkdir(parents=True, exist_ok=True)
             command = self.command(run)
             with log.open("a", encoding="utf-8") as handle:
-                handle.write("$ " + " ".join(command) + "\n")
+                handle.write(f"$ {by_hand(self.settings(run))}   # this row, run by hand\n")
                 handle.flush()
                 run.state, run.started = "running", time.monotonic()
                 self._announce(run)
@@ -260,6 +262,13 @@ class SweepRunner:
             state = f"[{colours.get(run.state, 'dim')}]{run.state}[/]"
             table.add_row(run.row.name, state, "" if step is None else f"{step}{total}", run.elapsed(), run.message)
         return table
+
+
+def by_hand(row: RowSettings) -> str:
+    """The ``ganforge build`` command that trains ``row`` as the sweep does (the log's first line)."""
+    where = ["--resume", row.out] if row.resume else ["--out", row.out, "--overwrite"]
+    steps = ["--steps", str(row.steps)] if row.steps is not None else []
+    return shlex.join(["ganforge", "build", row.config, *where, *steps, *(f"--set={item}" for item in row.overrides)])
 
 
 def _last_error(log: Path) -> str:

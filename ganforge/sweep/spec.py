@@ -65,7 +65,7 @@ class Sweep:
         names = [row.name for row in self.rows]
         unknown = [name for name in only if name not in names]
         if unknown:
-            raise ConfigError(f"--only: no row {', '.join(map(repr, unknown))}; rows are {', '.join(names)}")
+            raise ConfigError(f"only: no row {', '.join(map(repr, unknown))}; rows are {', '.join(names)}")
         return [row for row in self.rows if row.name in only]
 
 

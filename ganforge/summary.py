@@ -70,9 +70,7 @@ def _shapes_text(shapes: list[tuple[int, ...]]) -> str:
 
 def architecture_tables(gan: GAN, latent_dim: int, batch: int = 2) -> list[Table]:
     """One rich table per network, with totals that match ``count``."""
-    for target in (gan.connection, *gan.generator.modules(), *gan.discriminator.modules()):
-        if hasattr(target, "set_growth"):  # a growing model is shown fully grown
-            target.set_growth(max(int(r) for r in gan.generator.stages) if gan.generator.stages else 4, 1.0)
+    gan.set_growth(max((int(r) for r in gan.generator.stages), default=4), 1.0)  # a growing model, fully grown
     z = torch.randn(batch, latent_dim)
     g_rows, images = trace(gan.generator, z)
     d_rows, _ = trace(gan.discriminator, images)

@@ -78,6 +78,12 @@ def read_image(path: Path, resolution: int, channels: int, fit: str = "center_cr
             array = _read_raster(path, channels)
     except Exception as exc:  # PIL/pydicom raise many types; the user needs the path
         raise DataError(f"{path}: cannot read image ({exc})") from exc
+    return fit_array(array, resolution, channels, fit)
+
+
+def fit_array(array: np.ndarray, resolution: int, channels: int, fit: str = "center_crop") -> np.ndarray:
+    """A float ``[H, W]`` or ``[H, W, 3]`` image in [0, 1] → ``uint8 [channels, resolution, resolution]``:
+    centre-cropped (or stretched) to a square, resized with an antialiasing bicubic filter, quantised."""
     if array.ndim == 3 and channels == 1:
         array = array @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     planes = [array] if array.ndim == 2 else [array[..., c] for c in range(array.shape[-1])]

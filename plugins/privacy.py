@@ -20,6 +20,7 @@ from ganforge import hookimpl
 from ganforge.audit.distances import distances
 from ganforge.audit.statistics import cosine_to_nearest, data_copying, near_copies
 from ganforge.config import ComponentRef, Ref
+from ganforge.diversity import pixel_embedding
 from ganforge.evaluation import EvalContext
 
 # --------------------------------------------------------------------------- feature spaces
@@ -86,10 +87,7 @@ class PixelSpace:
                 x = x.flip(-1)
             if dx or dy:
                 x = _shifted(x, dx, dy)
-            if self.p.size and x.shape[-1] > self.p.size:
-                x = F.adaptive_avg_pool2d(x, self.p.size)
-            x = x.flatten(1)
-            chunks.append(F.normalize(x - x.mean(1, keepdim=True), dim=1))
+            chunks.append(pixel_embedding(x, self.p.size))
         return torch.cat(chunks)
 
     def describe(self) -> str:

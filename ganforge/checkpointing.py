@@ -19,7 +19,7 @@ from torch import nn
 
 from .best import Best
 from .checkpoint import load_state, optimizer_tensors, read_header, restore_optimizer
-from .config import Config, read_toml
+from .config import CollapseConfig, Config, read_toml
 from .errors import CheckpointError, ConfigError
 from .precision import Precision
 from .rundir import (
@@ -50,6 +50,7 @@ RESUMABLE_CHANGES = {
     "train.data_workers",
     "train.threads",
     "train.tensorboard",
+    *(f"train.collapse.{key}" for key in CollapseConfig.model_fields),  # how it is watched, not what
 }
 EXPORTS = {"generator": GENERATOR, "generator_ema": GENERATOR_EMA, "discriminator": DISCRIMINATOR}
 Metadata = Callable[[str, int], Mapping[str, Any]]  # (role, step) -> what a weights file carries

@@ -132,6 +132,17 @@ class ModelConfig(Strict):
         return [2**k for k in range(2, self.resolution.bit_length())]
 
 
+class CollapseConfig(Strict):
+    """The collapse alarm (:mod:`ganforge.collapse`): cheap diversity checks during training."""
+
+    every: int = Field(100, ge=0, description="steps between checks (0 = no alarm)")
+    images: int = Field(128, ge=8, description="fixed latents, and as many training images, per check")
+    size: int = Field(16, ge=0, description="images are area-reduced to size×size before comparing (0 = never)")
+    k: int = Field(5, ge=1, description="coverage's k-th nearest real neighbour")
+    min_ratio: float = Field(0.5, ge=0, description="warn when the nearest-neighbour ratio falls below this")
+    min_coverage: float = Field(0.5, ge=0, le=1, description="warn when coverage falls below this")
+
+
 class TrainConfig(Strict):
     batch_size: int = Field(16, ge=1, description="images per step")
     steps: int | None = Field(None, ge=0, description="total optimisation steps (wins over epochs)")
@@ -161,6 +172,7 @@ class TrainConfig(Strict):
     threads: int = Field(
         0, ge=0, description="torch's CPU threads (0 = torch's default; on a busy shared node fewer can be faster)"
     )
+    collapse: CollapseConfig = Field(default_factory=CollapseConfig, description="the collapse alarm")
 
 
 class EvalConfig(Strict):

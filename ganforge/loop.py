@@ -1,7 +1,8 @@
 """The training loop around :meth:`Trainer.train_step`: when to log, sample, evaluate and checkpoint.
 
 Every ``log_every`` steps the losses are read (the one host sync of a step), every
-``sample_every`` a grid is written, every ``eval.every`` the metrics run, every
+``sample_every`` a grid is written, every ``collapse.every`` the collapse alarm looks at a fixed
+batch of latents (:mod:`ganforge.collapse`), every ``eval.every`` the metrics run, every
 ``checkpoint_every`` a checkpoint is written; each of these first asks the divergence check, so a
 diverged state is never logged as sound, drawn, scored or saved. The final checkpoint comes before
 the final evaluation, so a killed evaluation loses no training.
@@ -95,6 +96,9 @@ class Loop:
             if t.step % train.sample_every == 0:
                 t.finite.check(t.checkpoint_step)
                 t.sample_grid()
+            if train.collapse.every and t.step % train.collapse.every == 0:
+                t.finite.check(t.checkpoint_step)
+                t.check_collapse()
             if self.evaluate and ev.every and t.step % ev.every == 0 and not last:
                 t.finite.check(t.checkpoint_step)
                 self._evaluate()

@@ -36,15 +36,25 @@ def eval_series(records: Sequence[dict[str, Any]]) -> dict[str, list[tuple[int, 
     return series
 
 
+def collapse_series(records: Sequence[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """``collapse alarm: figure`` → [(step, value)] over the collapse alarm's records."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for record in records:
+        for name, value in record.get("collapse", {}).items():
+            series.setdefault(f"collapse alarm: {name}", []).append((record["step"], value))
+    return series
+
+
 def loss_series(records: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
     points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
     return [s for s, _ in points], [v for _, v in points]
 
 
 def plot_run(run: str | Path) -> Path:
-    """``RUN/plots/curves.png``: D and G losses, images/second and every evaluated figure over steps."""
+    """``RUN/plots/curves.png``: D and G losses, images/second, the collapse alarm's figures and every
+    evaluated figure over steps."""
     records = RunDir(run).read_metrics()
-    evals = eval_series(records)
+    evals = {**collapse_series(records), **eval_series(records)}
     panels = 2 + len(evals)
     figure = Figure(figsize=(5 * min(panels, 3), 3.4 * ((panels + 2) // 3)), layout="constrained")
     axes = [figure.add_subplot((panels + 2) // 3, min(panels, 3), i + 1) for i in range(panels)]

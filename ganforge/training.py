@@ -22,6 +22,7 @@ from .assembly import GAN, build_gan
 from .best import Best
 from .checkpoint import save_module
 from .checkpointing import Checkpointer
+from .collapse import CollapseAlarm
 from .config import Config
 from .datasource import TrainingData
 from .distributed import Distributed
@@ -144,6 +145,7 @@ class Trainer:
         self.step = 0
         self.checkpoint_step: int | None = None  # step of the newest complete checkpoint on disk
         self._source: TrainingData | None = None  # see the source property
+        self._alarm: CollapseAlarm | None = None  # see check_collapse
         self._last: tuple[list[torch.Tensor], torch.Tensor] | None = None  # last step's real pyramid and z
 
     def warn(self, message: str) -> None:
@@ -317,6 +319,18 @@ class Trainer:
             )
         self.dist.barrier()  # the others wait for rank 0's files
         return record
+
+    def check_collapse(self) -> dict[str, float]:
+        """The collapse alarm's figures for the EMA generator now (logged; a warning when they are low)."""
+        if self._alarm is None:  # fixed real images and latents, chosen once
+            self._alarm = CollapseAlarm(
+                self.config.train.collapse, self.data.images, self.config.model.latent_dim, self.config.seed
+            )
+        figures = self._alarm.measure(self.G_ema, self.device)
+        self.log.collapse(self.step, figures)
+        if (message := self._alarm.warning(self.step, figures)) is not None:
+            self.warn(message)
+        return figures
 
     @torch.no_grad()
     def sample_grid(self) -> Path | None:

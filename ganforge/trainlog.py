@@ -96,6 +96,14 @@ class TrainLog:
             self.tensorboard.scalars(step, {f"eval/{k}": v for k, v in figures.items()})
         self.say(f"step {step}: " + "  ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in figures.items()))
 
+    def collapse(self, step: int, figures: Mapping[str, float]) -> None:
+        """The collapse alarm's figures: into ``metrics.jsonl`` (``{"step", "collapse"}``) and TensorBoard."""
+        if not self.main:
+            return
+        self.run.log({"step": step, "collapse": dict(figures)})
+        if self.tensorboard:
+            self.tensorboard.scalars(step, {f"collapse/{k}": v for k, v in figures.items()})
+
     def grid(self, images: torch.Tensor, path: Path, caption: str, step: int | None = None) -> None:
         """A PNG grid of uint8 ``images`` (and TensorBoard's ``samples`` image when ``step`` is given)."""
         if not self.main:

@@ -33,7 +33,7 @@ from .evaluation import MetricResult
 from .lco import Archive, Classifier, LCOSettings
 from .plugins import load_registry
 from .registry import Registry
-from .rundir import GENERATOR, GENERATOR_EMA, RunDir, RunLock
+from .rundir import CONFIG_FILE, GENERATOR, GENERATOR_EMA, RunDir, RunLock
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,15 @@ def _registry_for(plugins: Sequence[str]) -> Callable[..., Registry]:
     return registry_for
 
 
+def load_experiment(
+    path: str | Path, overrides: Sequence[str] = (), resume: str | Path | None = None
+) -> tuple[Config, Registry]:
+    """The experiment config at ``path`` with ``overrides`` and the registry it names. A run's own
+    ``config.toml`` given with ``resume`` is read as that run recorded it (:func:`~ganforge.config.as_recorded`)."""
+    own = resume is not None and Path(path).resolve() == (Path(resume) / CONFIG_FILE).resolve()
+    return load_config(Path(path), load_registry, list(overrides), recorded=own)
+
+
 def train(
     experiment: Config | str | Path,
     out: str | Path | None = None,
@@ -95,10 +104,11 @@ def train(
     """Assemble the GAN ``experiment`` describes (a config file, or a loaded :class:`Config`; ``overrides``
     are ``KEY=VALUE`` as ``--set`` takes them) and train it into ``out``.
 
-    ``out`` defaults to ``resume``, then ``runs/<name>``; ``steps``/``epochs`` are totals, also when
-    resuming. Before anything is allocated the memory training needs is checked against
-    ``max_memory`` (default: 80 % of what is available); the run directory is locked for the life
-    of the call, so a second process cannot train into it.
+    A run's own ``config.toml`` given with ``resume`` is read as that run recorded it
+    (:func:`load_experiment`). ``out`` defaults to ``resume``, then ``runs/<name>``;
+    ``steps``/``epochs`` are totals, also when resuming. Before anything is allocated the memory
+    training needs is checked against ``max_memory`` (default: 80 % of what is available); the run
+    directory is locked for the life of the call, so a second process cannot train into it.
     """
     from .footprint import check_training_memory
     from .memory import budget
@@ -107,7 +117,7 @@ def train(
     if isinstance(experiment, Config):
         config, registry = experiment, registry or load_registry(experiment.plugins)
     else:
-        config, registry = load_config(Path(experiment), load_registry, list(overrides))
+        config, registry = load_experiment(experiment, overrides, resume)
     console = console or Console(stderr=True)
     check_training_memory(config, registry, budget(max_memory, select_device(device, config.train.device)))
     if resume is not None:
@@ -443,7 +453,11 @@ def lco(
     settings = replace(settings, batch_size=loaded.batch_size)
     members = [_classifier(path, loaded.registry) for path in classifiers]
     referee = _classifier(judge, loaded.registry) if judge else None
-    analyser = loaded.registry.build("analyser", ground_truth) if ground_truth else None
+    analyser = (
+        loaded.registry.build("analyser", ground_truth, _analyser_params(ground_truth, loaded.config))
+        if ground_truth
+        else None
+    )
     others = [(f"judge {referee.name}", referee.names)] if referee else []
     others += [(f"ground truth {ground_truth}", analyser.label_names)] if analyser else []
     names = check_label_names(members, others)
@@ -471,6 +485,13 @@ def lco(
     return LCOArchive(
         out, len(result.images), csv_path, out / "summary.json", result.records, [c.name for c in members]
     )
+
+
+def _analyser_params(name: str | None, config: Config) -> dict[str, Any]:
+    """The phantom analyser reads the phantom version the generator was trained on (its weights file says)."""
+    if name == "phantom" and config.data.name == "phantom":
+        return {"version": config.data.params.get("version", 1)}
+    return {}
 
 
 def _classifier(path: str | Path, registry: Registry) -> Classifier:

@@ -19,7 +19,7 @@ from torch import nn
 
 from .best import Best
 from .checkpoint import load_state, optimizer_tensors, read_header, restore_optimizer
-from .config import CollapseConfig, Config, read_toml
+from .config import CollapseConfig, Config, as_recorded, read_toml
 from .errors import CheckpointError, ConfigError
 from .precision import Precision
 from .rundir import (
@@ -184,6 +184,6 @@ class Checkpointer:
     def _saved_config(source: RunDir) -> dict[str, Any]:
         path = source.path / CONFIG_FILE
         try:
-            return read_toml(path)
+            return as_recorded(read_toml(path))
         except ConfigError as exc:
             raise CheckpointError(f"cannot resume {source.path}: cannot read {path.name} ({exc.reason})") from exc

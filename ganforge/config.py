@@ -384,16 +384,35 @@ def validate_config(
     return config
 
 
+def as_recorded(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A config that a run or a weights file recorded, read as what it ran with.
+
+    Keys added since keep their meaning for what was written before them: a phantom without
+    ``data.version`` was version 1 (version 2, the default since, renders other images).
+    """
+    out = dict(data)
+    source = out.get("data")
+    if isinstance(source, Mapping) and source.get("name") == "phantom" and "version" not in source:
+        out["data"] = {**source, "version": 1}
+    return out
+
+
 def load_config(
-    path: str | Path, registry_for: Any, overrides: Sequence[str] = (), schema: Schema | None = None
+    path: str | Path,
+    registry_for: Any,
+    overrides: Sequence[str] = (),
+    schema: Schema | None = None,
+    recorded: bool = False,
 ) -> tuple[Any, Registry]:
     """Read ``path`` (+ ``base`` chain, + ``--set`` overrides), load plugins, validate.
 
     ``registry_for(plugin_modules)`` returns the registry, so the ``plugins`` key of the file can
-    name extra modules before component names are checked.
+    name extra modules before component names are checked. ``recorded``: the file is a run's own
+    ``config.toml``, read through :func:`as_recorded`.
     """
     path = Path(path)
-    data = apply_overrides(_read_toml(path.resolve()), overrides)
+    data = _read_toml(path.resolve())
+    data = apply_overrides(as_recorded(data) if recorded else data, overrides)
     plugins = data.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise ConfigError("must be a list of module paths", file=str(path), key="plugins")

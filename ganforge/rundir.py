@@ -39,6 +39,7 @@ import torch
 
 from . import jsontext
 from .checkpoint import atomic_write, load_tensors, remove_temporaries, save_tensors
+from .config import as_recorded
 from .errors import CheckpointError, GanforgeError, ResumeRefused, RunExists
 
 CONFIG_FILE = "config.toml"
@@ -172,7 +173,7 @@ class Checkpoint:
             config = jsontext.loads(self.metadata.get("ganforge.config", "{}"))
         except ValueError as exc:
             raise CheckpointError(f"{self.path}: metadata 'ganforge.config' is not valid JSON") from exc
-        return config if isinstance(config, dict) else {}
+        return as_recorded(config) if isinstance(config, dict) else {}
 
     def part(self, prefix: str) -> dict[str, torch.Tensor]:
         """The tensors of one part (``generator``, ``opt_d``, ...) without the prefix."""

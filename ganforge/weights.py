@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .checkpoint import Header, load_state, load_tensors, read_header
-from .config import Schema, validate_config
+from .config import Schema, as_recorded, validate_config
 from .errors import CheckpointError, ConfigError, MissingPlugins
 from .registry import Registry
 
@@ -80,7 +80,7 @@ def load_model(
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: metadata '{config_key}' is not a config table")
     try:
-        config = validate_config(raw, registry, f"{path} (metadata)", schema)
+        config = validate_config(as_recorded(raw), registry, f"{path} (metadata)", schema)
     except ConfigError as exc:
         missing = _missing_plugins(path, header, registry)
         raise (MissingPlugins(str(exc), missing) if missing else CheckpointError(str(exc))) from exc

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from ganforge import hookimpl
 from ganforge.kinds import ImageSet
 
+from . import phantom2
+
 FINDINGS = ["Cardiomegaly", "Effusion", "Lung_Opacity", "Nodule"]
 PHANTOM_NOTICE = "PHANTOM (procedural, not patient data)"
 
+VERSIONS = (1, 2)
 _N_PARAMS = 27  # uniform numbers drawn per image; columns 20-23 decide the four findings
 _CHUNK = 64
 
@@ -145,9 +149,9 @@ def _render(
     return image.clamp(0, 1)
 
 
-def _parameters(seed: int, start: int, count: int) -> torch.Tensor:
+def _parameters(seed: int, start: int, count: int, columns: int = _N_PARAMS) -> torch.Tensor:
     rows = torch.Generator().manual_seed(seed)
-    all_rows = torch.rand(start + count, _N_PARAMS, generator=rows)
+    all_rows = torch.rand(start + count, columns, generator=rows)
     return all_rows[start:]
 
 
@@ -157,22 +161,28 @@ def _noise(seed: int, index: int, size: int) -> torch.Tensor:
 
 
 def render_phantoms(
-    n: int, resolution: int, seed: int = 0, prevalence: float = 0.25, start: int = 0
+    n: int, resolution: int, seed: int = 0, prevalence: float = 0.25, start: int = 0, version: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` phantom radiographs: (uint8 images ``[n, 1, R, R]``, multi-hot labels ``[n, 4]``).
 
-    Up to 64×64, images are rendered at twice the size and area-downsampled (anti-aliasing).
+    ``version`` 1 is this module's schematic patient, 2 :mod:`.phantom2`'s varied archive. Up to
+    64×64, images are rendered at twice the size and area-downsampled (anti-aliasing).
     """
     if resolution < 8 or resolution & (resolution - 1):
         raise ValueError(f"phantom resolution must be a power of two ≥ 8, got {resolution}")
+    if version not in VERSIONS:
+        raise ValueError(f"phantom version must be one of {VERSIONS}, got {version}")
     render = 2 * resolution if resolution <= 64 else resolution
-    p = _parameters(seed, start, n)
+    p = _parameters(seed, start, n, _N_PARAMS if version == 1 else phantom2.N_PARAMS)
     images = torch.empty(n, 1, resolution, resolution, dtype=torch.uint8)
     chunk = max(1, _CHUNK * 128 * 128 // (render * render))  # ~1M pixels per chunk
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
         noise = torch.stack([_noise(seed, start + i, render) for i in range(lo, hi)])
-        img = _render(p[lo:hi], noise, render, prevalence).unsqueeze(1)
+        if version == 1:
+            img = _render(p[lo:hi], noise, render, prevalence).unsqueeze(1)
+        else:
+            img = phantom2.render(p[lo:hi], noise, render, _labels(p[lo:hi], prevalence)).unsqueeze(1)
         if render != resolution:
             img = F.avg_pool2d(img, render // resolution)
         images[lo:hi] = (img * 255).round().to(torch.uint8)
@@ -184,14 +194,17 @@ class PhantomParams(BaseModel):
     size: int = Field(3616, ge=1, description="number of images (SAMGAN used 3,616 COVID-19 X-rays)")
     seed: int = Field(0, description="the dataset is a pure function of this seed")
     prevalence: float = Field(0.25, ge=0, le=1, description="probability of each finding, drawn independently")
+    version: Literal[1, 2] = Field(2, description="2: varied like a real archive; 1: the schematic phantom before it")
 
 
-def phantom(*, size: int, seed: int, prevalence: float, resolution: int, image_channels: int) -> ImageSet:
+def phantom(
+    *, size: int, seed: int, prevalence: float, resolution: int, image_channels: int, version: int = 2
+) -> ImageSet:
     """Procedural chest-radiograph PHANTOM with multi-label findings (offline default, not patient data)."""
-    images, labels = render_phantoms(size, resolution, seed, prevalence)
+    images, labels = render_phantoms(size, resolution, seed, prevalence, version=version)
     if image_channels == 3:
         images = images.repeat(1, 3, 1, 1)
-    description = f"{PHANTOM_NOTICE}: {size} images, seed {seed}, {resolution}×{resolution}"
+    description = f"{PHANTOM_NOTICE} v{version}: {size} images, seed {seed}, {resolution}×{resolution}"
     return ImageSet(images, labels, list(FINDINGS), description)
 
 

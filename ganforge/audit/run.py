@@ -122,7 +122,7 @@ def audit_run(
     folder ``fake``; ``count`` 0 = as many as the training images), results in ``out`` [RUN/audit]."""
     if not (run / CONFIG_FILE).is_file():
         raise CheckpointError(f"{run}: not a ganforge run (no {CONFIG_FILE})")
-    config, registry = load_config(run / CONFIG_FILE, registry_for)
+    config, registry = load_config(run / CONFIG_FILE, registry_for, recorded=True)
     refs = list(metrics) if metrics else audit_metrics()
     spaces = _spaces(refs, registry)  # unknown metric or space names fail before any work
     for space in spaces:

@@ -11,11 +11,9 @@ from pathlib import Path
 import click
 
 from .. import api
-from ..config import load_config
 from ..distributed import check_batches_split
 from ..errors import GanforgeError, Interrupted
 from ..interrupts import stop_with_parent
-from ..plugins import load_registry
 from .group import console, main, memory_option, stdout
 
 
@@ -76,7 +74,7 @@ def build(
     if resume is not None and overwrite:
         raise click.UsageError("give --resume or --overwrite, not both")
     sets = _overrides(overrides, seed=seed, precision=precision, compile_=compile_, threads=threads)
-    config, registry = load_config(config_path, load_registry, sets)
+    config, registry = api.load_experiment(config_path, sets, resume)
     if dry_run:
         _print_architecture(config, registry)
         return

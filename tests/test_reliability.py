@@ -790,7 +790,7 @@ def test_sample_grid_captions_say_what_data_the_weights_were_trained_on(weights,
     result = cli("sample", "--weights", weights, "-n", 4, "--out", tmp_path / "png", "--grid", tmp_path / "g.png")
     assert result.exit_code == 0, result.output
     assert captions == [
-        f"{weights.name}: 4 samples, seed 0. Trained on: PHANTOM (procedural, not patient data): "
+        f"{weights.name}: 4 samples, seed 0. Trained on: PHANTOM (procedural, not patient data) v2: "
         "48 images, seed 0, 16×16"
     ]
 

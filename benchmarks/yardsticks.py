@@ -46,6 +46,7 @@ def planted(base: torch.Tensor, distinct: int, noise: float, seed: int = 0) -> t
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # rows as they are measured, also into a file
     if not PATH.is_file():
         sys.exit(f"{PATH}: no PneumoniaMNIST file (see ../shared/data/README.md or docs/real-data.md)")
     registry = load_registry()

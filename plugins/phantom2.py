@@ -25,6 +25,7 @@ Rendering is vectorized with torch, everything differentiable in ``p`` and ``lab
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -72,65 +73,117 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
 
 
+@dataclass
+class _Patient:
+    """One batch of patients: their draws, and the pixel grid in patient coordinates (``u`` across,
+    ``v`` down, after pose) and in image coordinates (``u0``, ``v0``)."""
+
+    d: _Draws
+    u0: torch.Tensor
+    v0: torch.Tensor
+    u: torch.Tensor
+    v: torch.Tensor
+    px: float  # one pixel in these units
+    age: torch.Tensor  # 0: infant … 1: adult
+    build: torch.Tensor  # 0: thin … 1: obese
+    ap: torch.Tensor  # 1: an AP film (children mostly)
+    inspiration: torch.Tensor
+
+    @property
+    def au(self) -> torch.Tensor:
+        return self.u.abs()
+
+
+@dataclass
+class _Lungs:
+    field: torch.Tensor  # 1 in the lung fields (with vascular texture)
+    centre: torch.Tensor  # lateral position of each lung's centre
+    width: torch.Tensor
+    top: torch.Tensor
+    dome: torch.Tensor
+    diaphragm: torch.Tensor
+
+
 def render(p: torch.Tensor, noise: torch.Tensor, size: int, labels: torch.Tensor) -> torch.Tensor:
     """Float images ``[n, size, size]`` in [0, 1] from parameter rows ``p [n, N_PARAMS]``, unit noise
     ``[n, size, size]`` and (soft) findings ``labels [n, 4]``."""
-    d = _Draws(p)
-    n = p.shape[0]
+    pt = _pose(_Draws(p), size)
+    lungs = _lungs(pt, noise, size)
+    density, heart_cv = _soft_tissue(pt, lungs, labels)
+    density = density + _bones(pt, lungs) + _findings(pt, lungs, labels)
+    density = density + _devices(pt.d, pt.u, pt.v, pt.au, heart_cv, pt.px)
+    return _acquire(pt, density, noise, size)
+
+
+def _pose(d: _Draws, size: int) -> _Patient:
+    """Who the patient is and how they stand: age, build, projection, inspiration; scale, rotation, shift."""
+    n = d.p.shape[0]
     axis = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
     v0, u0 = torch.meshgrid(axis, axis, indexing="ij")
     u0, v0 = u0.expand(n, -1, -1), v0.expand(n, -1, -1)
-    px = 2.0 / size  # one pixel in these units
-
-    # Patient and positioning.
-    age, build = d(30), d(31)  # 0: infant … 1: adult; 0: thin … 1: obese
-    ap = d.flag(32, 0.5 + 0.4 * (1 - p[:, 30].view(-1, 1, 1)))  # children are mostly imaged AP
+    age, build = d(30), d(31)
+    ap = d.flag(32, 0.5 + 0.4 * (1 - age))  # children are mostly imaged AP
     scale = d(0, 0.88, 1.3) * (1 + 0.08 * (1 - age))  # most films are collimated to the chest
     theta = d(1, -0.17, 0.17)
     du, dv = d(2, -0.1, 0.1), d(3, -0.08, 0.1)
     cos, sin = torch.cos(theta), torch.sin(theta)
     uu, vv = (u0 - du) / scale, (v0 - dv) / scale
     u, v = cos * uu + sin * vv, -sin * uu + cos * vv
-    side = torch.where(u < 0, -1.0, 1.0)
-    au = u.abs()
+    return _Patient(d, u0, v0, u, v, 2.0 / size, age, build, ap, d(33, 0.86, 1.1))
 
-    inspiration = d(33, 0.86, 1.1)
-    chest_w = 0.86 + 0.1 * build
-    body = _soft(((au / chest_w) ** 4 + ((v - 0.3) / 1.25) ** 4) ** 0.25 - 1, 0.03)
-    neck = _soft(au - 0.2 - 0.05 * build, 0.03) * _soft(v + 0.55, 0.05)
-    body = torch.maximum(body, neck)
-    arms = _soft(_ellipse(au, v, chest_w + 0.1, -0.15, 0.1 + 0.05 * build, 0.9), 0.05) * d(34, 0.3, 1.0)
 
-    # Lungs: a child's are rounder and shorter.
-    lung_w = d(4, 0.27, 0.33) * (0.95 + 0.05 * build)
-    lung_h = d(5, 0.5, 0.62) * inspiration * (0.88 + 0.12 * age)
-    dome = d(6, 0.3, 0.44) + 0.6 * (lung_h - 0.56)
-    lung_cu = 0.41 + 0.5 * (lung_w - 0.3)
-    top = -0.12 - lung_h
-    taper = 0.6 + 0.4 * ((v - top) / (2 * lung_h)).clamp(0, 1)
-    lung_dist = torch.sqrt(((au - lung_cu) / (lung_w * taper)) ** 2 + ((v + 0.12) / lung_h) ** 2) - 1
-    diaphragm = dome - 0.05 * (side < 0) + 1.1 * (au - lung_cu - 0.08) ** 2
-    lung = _soft(lung_dist, d(29, 0.03, 0.1)) * _soft(v - diaphragm, 0.03)
+def _lungs(pt: _Patient, noise: torch.Tensor, size: int) -> _Lungs:
+    """The lung fields: narrow apex, wide base, domed diaphragm; a child's are rounder and shorter."""
+    d, u, v, au = pt.d, pt.u, pt.v, pt.au
+    width = d(4, 0.27, 0.33) * (0.95 + 0.05 * pt.build)
+    height = d(5, 0.5, 0.62) * pt.inspiration * (0.88 + 0.12 * pt.age)
+    dome = d(6, 0.3, 0.44) + 0.6 * (height - 0.56)
+    centre = 0.41 + 0.5 * (width - 0.3)
+    top = -0.12 - height
+    taper = 0.6 + 0.4 * ((v - top) / (2 * height)).clamp(0, 1)
+    distance = torch.sqrt(((au - centre) / (width * taper)) ** 2 + ((v + 0.12) / height) ** 2) - 1
+    diaphragm = dome - 0.05 * (u < 0) + 1.1 * (au - centre - 0.08) ** 2
+    field = _soft(distance, d(29, 0.03, 0.1)) * _soft(v - diaphragm, 0.03)
     step = max(1, size // 12)
     coarse = noise[:, ::step, ::step].unsqueeze(1)
     texture = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False).squeeze(1)
-    lung = lung * (1 - d(35, 0.04, 0.12) * texture).clamp(0.6, 1.25)
+    field = field * (1 - d(35, 0.04, 0.12) * texture).clamp(0.6, 1.25)  # vascular markings
+    return _Lungs(field, centre, width, top, dome, diaphragm)
 
-    # Heart: relatively larger in children and on AP films; cardiomegaly widens the patient's own.
-    baseline = d(7, 0.19, 0.24) * (1 + 0.12 * (1 - age)) * (1 + 0.1 * ap)
+
+def _soft_tissue(pt: _Patient, lungs: _Lungs, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Body, arms, lungs, heart (relatively larger in children and on AP films; cardiomegaly widens the
+    patient's own), mediastinum, hila, breast shadows: the density and the heart's vertical centre."""
+    d, u, v, au, build = pt.d, pt.u, pt.v, pt.au, pt.build
+    chest_w = 0.86 + 0.1 * build
+    body = _soft(((au / chest_w) ** 4 + ((v - 0.3) / 1.25) ** 4) ** 0.25 - 1, 0.03)
+    body = torch.maximum(body, _soft(au - 0.2 - 0.05 * build, 0.03) * _soft(v + 0.55, 0.05))  # and neck
+    arms = _soft(_ellipse(au, v, chest_w + 0.1, -0.15, 0.1 + 0.05 * build, 0.9), 0.05) * d(34, 0.3, 1.0)
+    baseline = d(7, 0.19, 0.24) * (1 + 0.12 * (1 - pt.age)) * (1 + 0.1 * pt.ap)
     heart_w = baseline * (1 + 0.45 * labels[:, 0].view(-1, 1, 1))
-    heart_cv = dome - d(8, 0.14, 0.2)
+    heart_cv = lungs.dome - d(8, 0.14, 0.2)
     heart = _soft(_ellipse(u, v, 0.1 + 0.4 * (heart_w - 0.23), heart_cv, heart_w, d(9, 0.18, 0.24)), 0.04)
-    heart = heart * _soft(v - diaphragm - 0.02, 0.03)
-    mediastinum = _soft(au - 0.08 - 0.03 * (v + 0.5).clamp(min=0) - 0.04 * (1 - age), 0.04) * _soft(v - dome, 0.05)
+    heart = heart * _soft(v - lungs.diaphragm - 0.02, 0.03)
+    widening = 0.03 * (v + 0.5).clamp(min=0) + 0.04 * (1 - pt.age)
+    mediastinum = _soft(au - 0.08 - widening, 0.04) * _soft(v - lungs.dome, 0.05)
+    density = (0.42 + 0.16 * build) * body + 0.2 * arms - (0.32 - 0.06 * build) * lungs.field
+    density = density + 0.2 * torch.maximum(heart, mediastinum) * body
+    density = density + 0.05 * _soft(_ellipse(au, v, 0.15, -0.08, 0.07, 0.12), 0.05)  # hila
+    breast = d.flag(13, 0.35) * (pt.age > 0.6).float()
+    shadow = _soft(_ellipse(au, v, lungs.centre + 0.1, lungs.dome - 0.1, 0.3, 0.28), 0.08)
+    shadow = shadow * _soft(v - lungs.dome - 0.15, 0.05)
+    return density + breast * d(14, 0.05, 0.12) * shadow, heart_cv
 
-    # Bones: posterior ribs arch from the spine and fall laterally (more steeply in adults);
-    # anterior ribs are fainter and slope the other way; clavicles; scapulae on AP films.
-    spine = _band(u, 0.055, 0.015) * (0.75 + 0.25 * torch.cos(v * math.pi / 0.085) ** 2) * _soft(top - v, 0.1)
-    spacing = 0.1 * inspiration * (0.9 + 0.1 * age)
-    slope = 0.18 + 0.22 * age
-    arch = -0.7 + d(10, 0.0, 0.06) - 0.14 * torch.sin(math.pi * au.clamp(max=0.95) / 0.95) + slope * au**2
-    position = (v - arch) / spacing
+
+def _bones(pt: _Patient, lungs: _Lungs) -> torch.Tensor:
+    """Posterior ribs arch from the spine and fall laterally (more steeply in adults); anterior ribs
+    are fainter and slope the other way; spine, clavicles, and scapulae over the lungs on AP films."""
+    d, u, v, au, ap = pt.d, pt.u, pt.v, pt.au, pt.ap
+    body = _soft(((au / (0.86 + 0.1 * pt.build)) ** 4 + ((v - 0.3) / 1.25) ** 4) ** 0.25 - 1, 0.03)
+    spine = _band(u, 0.055, 0.015) * (0.75 + 0.25 * torch.cos(v * math.pi / 0.085) ** 2) * _soft(lungs.top - v, 0.1)
+    spacing = 0.1 * pt.inspiration * (0.9 + 0.1 * pt.age)
+    arch = -0.7 + d(10, 0.0, 0.06) - 0.14 * torch.sin(math.pi * au.clamp(max=0.95) / 0.95)
+    position = (v - arch - (0.18 + 0.22 * pt.age) * au**2) / spacing
     ribs = _band((position - position.round()) * spacing, 0.015, 0.012) * ((position > -0.5) & (position < 10.5))
     ribs = ribs * _soft(au - 0.86, 0.03) * _soft(0.07 - au, 0.02)
     front = (v - (-0.55 + d(11, 0.0, 0.06) + 0.25 * (0.9 - au) ** 2)) / (spacing * 1.3)
@@ -138,45 +191,41 @@ def render(p: torch.Tensor, noise: torch.Tensor, size: int, labels: torch.Tensor
     anterior = anterior * _soft(au - 0.8, 0.05) * _soft(0.2 - au, 0.05)
     clav_v = -0.66 - 0.08 * ap - 0.1 * (1 - ap) * (au - 0.1)
     clavicle = _band(v - clav_v, 0.024, 0.012) * _soft(au - 0.6, 0.03) * (au > 0.06)
-    scap_u = lung_cu + lung_w * (0.55 + 0.5 * (1 - ap))
+    scap_u = lungs.centre + lungs.width * (0.55 + 0.5 * (1 - ap))
     scapula = _soft(_ellipse(au, v, scap_u, -0.42, 0.12, 0.3), 0.05) * d(12, 0.5, 1.0)
+    density = 0.13 * spine * body + d(60, 0.03, 0.09) * ribs * body * (0.4 + lungs.field)
+    return density + 0.03 * anterior * lungs.field + 0.17 * clavicle + 0.07 * scapula * body
 
-    density = (0.42 + 0.16 * build) * body + 0.2 * arms - (0.32 - 0.06 * build) * lung
-    density = density + 0.2 * torch.maximum(heart, mediastinum) * body
-    density = density + 0.13 * spine * body + d(60, 0.03, 0.09) * ribs * body * (0.4 + lung) + 0.03 * anterior * lung
-    density = density + 0.17 * clavicle + 0.07 * scapula * body
-    density = density + 0.05 * _soft(_ellipse(au, v, 0.15, -0.08, 0.07, 0.12), 0.05)  # hila
-    breast = d.flag(13, 0.35) * (age > 0.6).float()
-    breast_shadow = _soft(_ellipse(au, v, lung_cu + 0.1, dome - 0.1, 0.3, 0.28), 0.08) * _soft(v - dome - 0.15, 0.05)
-    density = density + breast * d(14, 0.05, 0.12) * breast_shadow
 
-    # Findings, as in version 1.
+def _findings(pt: _Patient, lungs: _Lungs, labels: torch.Tensor) -> torch.Tensor:
+    """Effusion, Lung_Opacity and Nodule as version 1 draws them (Cardiomegaly is in the heart)."""
+    d, u, v, au, lung = pt.d, pt.u, pt.v, pt.au, lungs.field
+    side = torch.where(u < 0, -1.0, 1.0)
     eff_side = torch.where(d(15) < 0.5, -1.0, 1.0)
-    level = d(16, 0.08, 0.22)
-    fluid = lung * (side == eff_side) * _soft(-(v - (dome - level) + 0.6 * (au - lung_cu)), 0.03)
-    density = density + 0.32 * labels[:, 1].view(-1, 1, 1) * fluid
+    fluid = lung * (side == eff_side) * _soft(-(v - (lungs.dome - d(16, 0.08, 0.22)) + 0.6 * (au - lungs.centre)), 0.03)
     op_u = d(17, 0.25, 0.5) * torch.where(d(18) < 0.5, -1.0, 1.0)
     op_v, op_r = d(19, -0.35, 0.15), d(24, 0.09, 0.15)
     blob = torch.exp(-((u - op_u) ** 2 + (v - op_v) ** 2) / (2 * op_r**2))
-    density = density + 0.24 * labels[:, 2].view(-1, 1, 1) * blob * lung
     nod_u = d(25, 0.22, 0.5) * torch.where(d(26) < 0.5, -1.0, 1.0)
     nod_v, nod_r = d(27, -0.45, 0.15), d(28, 0.03, 0.05)
     nodule = _soft(_ellipse(u, v, nod_u, nod_v, nod_r, nod_r), 0.12)
-    density = density + 0.28 * labels[:, 3].view(-1, 1, 1) * nodule * lung.clamp(min=0.5)
+    effusion, opacity, nodules = (labels[:, k].view(-1, 1, 1) for k in (1, 2, 3))
+    return 0.32 * effusion * fluid + 0.24 * opacity * blob * lung + 0.28 * nodules * nodule * lung.clamp(min=0.5)
 
-    density = density + _devices(d, u, v, au, heart_cv, px)
 
-    # Acquisition: exposure, contrast, gamma; blur and detector noise; collimation; marker and text.
+def _acquire(pt: _Patient, density: torch.Tensor, noise: torch.Tensor, size: int) -> torch.Tensor:
+    """Exposure, contrast and gamma; blur, uneven exposure and detector noise; marker and text; collimation."""
+    d, u0, v0 = pt.d, pt.u0, pt.v0
     contrast, brightness, gamma = d(36, 0.8, 1.2), d(37, -0.05, 0.05), d(38, 0.8, 1.25)
     image = ((density - 0.35) * contrast + 0.39 + brightness).clamp(0, 1) ** gamma
     blurred = _gaussian_blur(image.unsqueeze(1), 1.2 * size / 64).squeeze(1)
     image = torch.lerp(image, blurred, d(39))
     image = image * (1 + d(61, -0.15, 0.15) * v0)  # heel effect / uneven exposure, top to bottom
     image = image + noise * d(40, 0.008, 0.045)
-    image = image + _overlays(d, u0, v0, px)
+    image = image + _overlays(d, u0, v0, pt.px)
     collimated = d.flag(41, 0.35)
     margins = [d(42 + k, 0.0, 0.12) * collimated for k in range(4)]
-    inside = _box(u0, v0, -1 + margins[0], -1 + margins[1], 1 - margins[2], 1 - margins[3], px)
+    inside = _box(u0, v0, -1 + margins[0], -1 + margins[1], 1 - margins[2], 1 - margins[3], pt.px)
     outside = torch.where(d(46) < 0.7, 0.0, 0.9)
     return torch.lerp(outside, image, inside).clamp(0, 1)
 

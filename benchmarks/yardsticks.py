@@ -4,7 +4,7 @@ Part 1, how varied each set is (64×64): within-set MS-SSIM in both protocols (g
 ``ms_ssim`` on 256 random pairs, ``saad2022_ms_ssim``), the mean per-pixel standard deviation across
 images on [−1, 1], FID of N images against N real training X-rays,
 and the time to render N phantoms; the real row's FID is one half of the training X-rays against
-the other (1,214 each), the floor with sets of that size. Part 2, what each metric says of planted collapsed sets built
+the other (1,214 each, shuffled: the file is sorted by label), the floor with sets of that size. Part 2, what each metric says of planted collapsed sets built
 from the same real images (one image repeated with noise σ = 0.1, ten images with σ = 0.02, of
 the grey range): MS-SSIM calls them diverse; the collapse metrics must not.
 
@@ -57,7 +57,8 @@ def main() -> None:
             "dataset", "medmnist", {"path": str(PATH), "split": split}, resolution=64, image_channels=1
         )
 
-    real = medmnist("train").images
+    real = medmnist("train").images  # this copy is sorted by label (pneumonia first): shuffle it
+    real = real[torch.randperm(len(real), generator=torch.Generator().manual_seed(0))]
     half = len(real) // 2
     weights = resolve_weights()
     n_fid = min(N, len(real))

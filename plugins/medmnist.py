@@ -63,6 +63,10 @@ class MedMNISTParams(BaseModel):
     size: Literal[28, 64, 128, 224] = Field(28, description="image size of the file to download (path: read from it)")
     split: Literal["train", "val", "test", "all"] = Field("train", description="which split; all = train+val+test")
     limit: int = Field(0, ge=0, description="use at most this many images, the first ones (0 = all)")
+    sample: int = Field(
+        0, ge=0, description="a seeded random subset of this many images (0 = all); unlike limit, fair to sorted files"
+    )
+    seed: int = Field(0, description="the seed of sample's subset")
     root: str = Field("", description="download folder ('' = $GANFORGE_CACHE/medmnist)")
 
 
@@ -149,6 +153,9 @@ def medmnist_dataset(*, resolution: int, image_channels: int, **params) -> Image
     labels = np.concatenate([labels for _, labels in parts])
     if p.limit:
         images, labels = images[: p.limit], labels[: p.limit]
+    if p.sample and p.sample < len(images):  # the project's PneumoniaMNIST copy lists all pneumonia first
+        keep = np.sort(np.random.default_rng(p.seed).permutation(len(images))[: p.sample])
+        images, labels = images[keep], labels[keep]
     if len(images) == 0:
         raise DataError(f"{path}: the {p.split} split holds no images")
     names = label_names(p.flag, int(labels.max(initial=0)) + 1)

@@ -64,6 +64,9 @@ def test_splits_limit_multi_class_multi_label_and_colour(tmp_path):
         everything.labels.sum(1) == 1
     )
     assert len(load(path=str(path), split="test", limit=3).images) == 3
+    drawn = load(path=str(path), split="all", sample=5, seed=1)
+    keep = np.sort(np.random.default_rng(1).permutation(21)[:5])
+    assert torch.equal(drawn.images, everything.images[keep]) and torch.equal(drawn.labels, everything.labels[keep])
     chest = load(path=str(write_npz(tmp_path / "c.npz", labels="multi_label")), flag="chestmnist")
     assert chest.labels.shape == (6, 14) and chest.label_names[1] == "cardiomegaly"
     rgb = write_npz(tmp_path / "rgb.npz", side=64, rgb=True)

@@ -1,12 +1,13 @@
 """Yardsticks, side by side in one run: phantom v1, phantom v2 and real chest X-rays, then planted collapse.
 
 Part 1, how varied each set is (64×64): within-set MS-SSIM in both protocols (ganforge's
-``ms_ssim`` on 256 random pairs, ``saad2022_ms_ssim``), the mean per-pixel standard deviation across
-images on [−1, 1], FID of N images against N real training X-rays,
-and the time to render N phantoms; the real row's FID is one half of the training X-rays against
-the other (1,214 each, shuffled: the file is sorted by label), the floor with sets of that size. Part 2, what each metric says of planted collapsed sets built
-from the same real images (one image repeated with noise σ = 0.1, ten images with σ = 0.02, of
-the grey range): MS-SSIM calls them diverse; the collapse metrics must not.
+``ms_ssim`` on 256 random pairs, ``saad2022_ms_ssim``), the mean per-pixel standard deviation
+across images on [−1, 1], FID of N images against N real training X-rays, and the time to render
+N phantoms (the median of five interleaved runs of 500, scaled). The real row's FID is one half of
+the training X-rays against the other (1,214 each, shuffled: the file is sorted by label), the
+floor with sets of that size. Part 2, what each metric says of planted collapsed sets built from
+the same images (one image repeated with noise σ = 0.1, ten images with σ = 0.02, of the grey
+range): MS-SSIM calls them diverse; the collapse metrics must not.
 
 Needs ``../shared/data/pneumoniamnist.npz`` (or the path as the first argument) and, for FID, the
 Inception weights (``ganforge inception-weights``; without them FID is left out).
@@ -17,6 +18,7 @@ Inception weights (``ganforge inception-weights``; without them FID is left out)
 from __future__ import annotations
 
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -45,6 +47,18 @@ def planted(base: torch.Tensor, distinct: int, noise: float, seed: int = 0) -> t
     return x.round().clamp(0, 255).to(torch.uint8)
 
 
+def render_seconds(repeats: int = 5, n: int = 500) -> dict[int, float]:
+    """Per version, the median seconds to render ``n`` phantoms at 64×64, the versions interleaved
+    (v1 v2 v1 v2 …) so that load on a shared machine hits both alike; scaled to N images."""
+    times: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(repeats):
+        for v in (1, 2):
+            start = time.perf_counter()
+            render_phantoms(n, 64, seed=3, version=v)
+            times[v].append(time.perf_counter() - start)
+    return {v: statistics.median(t) * N / n for v, t in times.items()}
+
+
 def main() -> None:
     sys.stdout.reconfigure(line_buffering=True)  # rows as they are measured, also into a file
     if not PATH.is_file():
@@ -62,11 +76,8 @@ def main() -> None:
     half = len(real) // 2
     weights = resolve_weights()
     n_fid = min(N, len(real))
-    sets = {}
-    for version in (1, 2):
-        start = time.perf_counter()
-        images = render_phantoms(N, 64, seed=3, version=version)[0]
-        sets[f"phantom v{version}"] = (images, time.perf_counter() - start)
+    seconds = render_seconds()
+    sets = {f"phantom v{v}": (render_phantoms(N, 64, seed=3, version=v)[0], seconds[v]) for v in (1, 2)}
     diversity = [ref("ms_ssim", pairs=256), ref("saad2022_ms_ssim")]
     print(f"\nPart 1: {len(real)} real training X-rays (PneumoniaMNIST 28² → 64²) and {N} phantoms of each version")
     print(f"{'set':<24} {'MS-SSIM':>8} {'saad2022':>9} {'pixel std':>10} {'FID vs real':>12} {'render s':>9}")

@@ -25,6 +25,7 @@ Rendering is vectorized with torch, everything differentiable in ``p`` and ``lab
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +59,10 @@ class _Draws:
 
     def __call__(self, index: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
         return (low + (high - low) * self.p[:, index]).view(-1, 1, 1)
+
+    def rows(self, rows: torch.Tensor) -> _Draws:
+        """The draws of some images only."""
+        return _Draws(self.p[rows])
 
     def flag(self, index: int, rate: float | torch.Tensor) -> torch.Tensor:
         """1 with probability ``rate`` (a hard draw: devices and markers are there or not)."""
@@ -111,7 +116,7 @@ def render(p: torch.Tensor, noise: torch.Tensor, size: int, labels: torch.Tensor
     lungs = _lungs(pt, noise, size)
     density, heart_cv = _soft_tissue(pt, lungs, labels)
     density = density + _bones(pt, lungs) + _findings(pt, lungs, labels)
-    density = density + _devices(pt.d, pt.u, pt.v, pt.au, heart_cv, pt.px)
+    density = density + _devices(pt.d, pt.u, pt.v, heart_cv, pt.px)
     return _acquire(pt, density, noise, size)
 
 
@@ -230,50 +235,71 @@ def _acquire(pt: _Patient, density: torch.Tensor, noise: torch.Tensor, size: int
     return torch.lerp(outside, image, inside).clamp(0, 1)
 
 
-def _devices(d: _Draws, u, v, au, heart_cv, px: float) -> torch.Tensor:
+def _drawn(flag: torch.Tensor, like: torch.Tensor, draw: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``draw(rows)`` for the images whose ``flag`` is 1 and zeros elsewhere: a device or marker that
+    few images carry costs only where it is."""
+    rows = flag.view(-1).nonzero().view(-1)
+    out = torch.zeros_like(like)
+    return out.index_copy(0, rows, draw(rows)) if len(rows) else out
+
+
+def _devices(d: _Draws, u: torch.Tensor, v: torch.Tensor, heart_cv: torch.Tensor, px: float) -> torch.Tensor:
     """Radiopaque lines, tubes, electrodes and a pacemaker, in patient coordinates."""
-    # ECG electrodes: three bright discs with thin leads running to the image edge.
-    ecg = d.flag(47, 0.25)
-    discs = torch.zeros_like(u)
-    for k, (cu, cv) in enumerate(((-0.45, -0.55), (0.5, -0.5), (0.35, 0.45))):
-        jitter = d(48 + k, -0.08, 0.08)
-        disc = _soft(_ellipse(u, v, cu + jitter, cv - jitter, 0.045, 0.045), 1.5 * px)
-        lead = _band(u - (cu + jitter) - 0.4 * (v - cv + jitter) ** 2 * (1 if cu > 0 else -1), px, px)
-        lead = lead * _soft((cv - jitter) - v, px)  # from the disc up
-        discs = discs + disc + 0.5 * lead
-    # A central line: from the lateral neck down to the heart's upper border.
-    line = d.flag(51, 0.12)
-    course = u - (-0.3 + 0.35 * ((v + 0.75) / (heart_cv + 0.75)).clamp(0, 1) ** 0.7)
-    catheter = _band(course, 0.9 * px, px) * _soft(-0.75 - v, px) * _soft(v - heart_cv + 0.1, px)
-    # An endotracheal tube: a midline band with a radiopaque stripe, ending above the carina.
-    tube = d.flag(52, 0.08)
-    et = (_band(u, 0.035, px) * 0.4 + _band(u - 0.02, 0.6 * px, px)) * _soft(v - d(53, -0.45, -0.3), px)
-    # A pacemaker: a rounded box under the left clavicle, its lead curving to the heart.
-    pacer = d.flag(54, 0.03)
-    box = _soft(_ellipse(u, v, 0.55, -0.58, 0.1, 0.07), 1.5 * px)
-    pacer_lead = _band(u - (0.55 - 0.5 * ((v + 0.58) / (heart_cv + 0.58)).clamp(0, 1)), px, px)
-    pacer_lead = pacer_lead * _soft(-0.58 - v, px) * _soft(v - heart_cv, px)
-    return 0.35 * ecg * discs + 0.3 * line * catheter + 0.3 * tube * et + pacer * (0.6 * box + 0.3 * pacer_lead)
+
+    def ecg(r: torch.Tensor) -> torch.Tensor:  # three bright discs with thin leads running up to the edge
+        dr, ur, vr = d.rows(r), u[r], v[r]
+        discs = torch.zeros_like(ur)
+        for k, (cu, cv) in enumerate(((-0.45, -0.55), (0.5, -0.5), (0.35, 0.45))):
+            jitter = dr(48 + k, -0.08, 0.08)
+            disc = _soft(_ellipse(ur, vr, cu + jitter, cv - jitter, 0.045, 0.045), 1.5 * px)
+            lead = _band(ur - (cu + jitter) - 0.4 * (vr - cv + jitter) ** 2 * (1 if cu > 0 else -1), px, px)
+            discs = discs + disc + 0.5 * lead * _soft((cv - jitter) - vr, px)
+        return 0.35 * discs
+
+    def central_line(r: torch.Tensor) -> torch.Tensor:  # from the lateral neck down to the heart's upper border
+        ur, vr, h = u[r], v[r], heart_cv[r]
+        course = ur - (-0.3 + 0.35 * ((vr + 0.75) / (h + 0.75)).clamp(0, 1) ** 0.7)
+        return 0.3 * (_band(course, 0.9 * px, px) * _soft(-0.75 - vr, px) * _soft(vr - h + 0.1, px))
+
+    def tube(r: torch.Tensor) -> torch.Tensor:  # a midline band with a radiopaque stripe, above the carina
+        ur, vr = u[r], v[r]
+        et = (_band(ur, 0.035, px) * 0.4 + _band(ur - 0.02, 0.6 * px, px)) * _soft(vr - d.rows(r)(53, -0.45, -0.3), px)
+        return 0.3 * et
+
+    def pacemaker(r: torch.Tensor) -> torch.Tensor:  # a rounded box under the left clavicle, its lead to the heart
+        ur, vr, h = u[r], v[r], heart_cv[r]
+        box = _soft(_ellipse(ur, vr, 0.55, -0.58, 0.1, 0.07), 1.5 * px)
+        lead = _band(ur - (0.55 - 0.5 * ((vr + 0.58) / (h + 0.58)).clamp(0, 1)), px, px)
+        return 0.6 * box + 0.3 * (lead * _soft(-0.58 - vr, px) * _soft(vr - h, px))
+
+    rates = ((47, 0.25, ecg), (51, 0.12, central_line), (52, 0.08, tube), (54, 0.03, pacemaker))
+    return sum((_drawn(d.flag(column, rate), u, draw) for column, rate, draw in rates), torch.zeros_like(u))
 
 
-def _overlays(d: _Draws, u, v, px: float) -> torch.Tensor:
-    """What the acquisition burns in, in image coordinates: a side marker and a line of text."""
-    marker = d.flag(55, 0.7)
-    corner_u = torch.where(d(56) < 0.5, -0.82, 0.72)
+def _overlays(d: _Draws, u: torch.Tensor, v: torch.Tensor, px: float) -> torch.Tensor:
+    """What the acquisition burns in, in image coordinates: a side marker (L or R) and a line of text."""
+    corner = torch.where(d(56) < 0.5, -0.82, 0.72)
     h = 0.09
-    letter_l = _box(u, v, corner_u, -0.88, corner_u + 0.025, -0.88 + h, px) + _box(
-        u, v, corner_u, -0.88 + h - 0.025, corner_u + 0.06, -0.88 + h, px
-    )
-    letter_r = (
-        _box(u, v, corner_u, -0.88, corner_u + 0.025, -0.88 + h, px)
-        + _band(_ellipse(u, v, corner_u + 0.03, -0.86, 0.03, 0.022), 0.2, 0.1)
-        * _box(u, v, corner_u, -0.9, corner_u + 0.07, -0.83, px)
-        + _band((u - corner_u - 0.02) - 0.5 * (v + 0.84), 0.012, px)
-        * _box(u, v, corner_u, -0.84, corner_u + 0.07, -0.88 + h, px)
-    )
-    which = (d(57) < 0.5).float()
-    letter = (which * letter_l + (1 - which) * letter_r).clamp(max=1)
-    text = d.flag(58, 0.3)
-    row = torch.where(d(59) < 0.5, -0.93, 0.86)
-    glyphs = (torch.sin(u * 95) > 0.2).float() * _box(u, v, -0.6, row, 0.2, row + 0.045, px)
-    return 0.7 * marker * letter + 0.6 * text * glyphs
+
+    def letter_l(r: torch.Tensor) -> torch.Tensor:
+        ur, vr, c = u[r], v[r], corner[r]
+        stem = _box(ur, vr, c, -0.88, c + 0.025, -0.88 + h, px)
+        return 0.7 * (stem + _box(ur, vr, c, -0.88 + h - 0.025, c + 0.06, -0.88 + h, px)).clamp(max=1)
+
+    def letter_r(r: torch.Tensor) -> torch.Tensor:
+        ur, vr, c = u[r], v[r], corner[r]
+        stem = _box(ur, vr, c, -0.88, c + 0.025, -0.88 + h, px)
+        bowl = _band(_ellipse(ur, vr, c + 0.03, -0.86, 0.03, 0.022), 0.2, 0.1) * _box(
+            ur, vr, c, -0.9, c + 0.07, -0.83, px
+        )
+        leg = _band((ur - c - 0.02) - 0.5 * (vr + 0.84), 0.012, px) * _box(ur, vr, c, -0.84, c + 0.07, -0.88 + h, px)
+        return 0.7 * (stem + bowl + leg).clamp(max=1)
+
+    def text(r: torch.Tensor) -> torch.Tensor:
+        ur, vr = u[r], v[r]
+        row = torch.where(d.rows(r)(59) < 0.5, -0.93, 0.86)
+        return 0.6 * ((torch.sin(ur * 95) > 0.2).float() * _box(ur, vr, -0.6, row, 0.2, row + 0.045, px))
+
+    marker, is_l = d.flag(55, 0.7), d.flag(57, 0.5)
+    letters = _drawn(marker * is_l, u, letter_l) + _drawn(marker * (1 - is_l), u, letter_r)
+    return letters + _drawn(d.flag(58, 0.3), u, text)

@@ -128,8 +128,8 @@ def _pose(d: _Draws, size: int) -> _Patient:
     u0, v0 = u0.expand(n, -1, -1), v0.expand(n, -1, -1)
     age, build = d(30), d(31)
     ap = d.flag(32, 0.5 + 0.4 * (1 - age))  # children are mostly imaged AP
-    scale = d(0, 0.88, 1.3) * (1 + 0.08 * (1 - age))  # most films are collimated to the chest
-    theta = d(1, -0.17, 0.17)
+    scale = d(0, 0.86, 1.34) * (1 + 0.08 * (1 - age))  # most films are collimated to the chest
+    theta = d(1, -0.2, 0.2)
     du, dv = d(2, -0.1, 0.1), d(3, -0.08, 0.1)
     cos, sin = torch.cos(theta), torch.sin(theta)
     uu, vv = (u0 - du) / scale, (v0 - dv) / scale

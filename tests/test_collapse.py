@@ -44,7 +44,7 @@ def test_the_alarm_measures_what_diversity_computes_and_warns_once_per_collapse(
     assert healthy["coverage"] == pytest.approx(density_coverage(expected_real, expected_fake, 5)[1])
     assert healthy["nn_ratio"] > 0.8 and healthy["coverage"] > 0.8 and alarm.warning(100, healthy) is None
     collapsed = alarm.measure(Fixed(fresh[:1]), torch.device("cpu"))
-    assert collapsed["nn_ratio"] == 0.0 and collapsed["coverage"] < settings.min_coverage
+    assert collapsed["nn_ratio"] < 0.01 and collapsed["coverage"] < settings.min_coverage  # one image: no distance
     message = alarm.warning(200, collapsed)
     assert message is not None and message.startswith(
         "step 200: the generator may be collapsing: nn_ratio 0.00 (< 0.5)"

@@ -31,8 +31,7 @@ class CollapseAlarm:
         self.real = pixel_embedding(subset(real, n, mix_seed(seed, 5)), settings.size)
         self.z = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(mix_seed(seed, 6)))
         self.alarmed = False
-        self.covered = False  # coverage has been above its threshold once
-        self.best_coverage = 0.0
+        self.best_coverage = 0.0  # coverage warns only once it has been above its threshold
 
     @torch.no_grad()
     def measure(self, generator: nn.Module, device: torch.device) -> dict[str, float]:
@@ -46,10 +45,9 @@ class CollapseAlarm:
         """The line to log when the figures fall below their thresholds (once, until they recover)."""
         s = self.settings
         low = [f"nn_ratio {figures['nn_ratio']:.2f} (< {s.min_ratio})"] if figures["nn_ratio"] < s.min_ratio else []
-        if figures["coverage"] < s.min_coverage and self.covered:
+        if figures["coverage"] < s.min_coverage <= self.best_coverage:
             low.append(f"coverage {figures['coverage']:.2f} (< {s.min_coverage}, after {self.best_coverage:.2f})")
         self.best_coverage = max(self.best_coverage, figures["coverage"])
-        self.covered = self.best_coverage >= s.min_coverage
         was, self.alarmed = self.alarmed, bool(low)
         if not low or was:
             return None

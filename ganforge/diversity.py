@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .audit.neighbours import kmeans, nearest
+from .evaluation import subset
 
 CHUNK = 1024  # query rows per distance block: 1024 × N floats at a time
 
@@ -58,16 +59,10 @@ def density_coverage(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> tupl
     return density, coverage
 
 
-def _subset(points: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    if len(points) <= n:
-        return points
-    return points[torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))[:n]]
-
-
 def nn_ratio(real: torch.Tensor, fake: torch.Tensor, seed: int = 0) -> float:
     """Mean nearest-other-neighbour distance within ``fake`` over that within ``real``, on equal numbers."""
     n = min(len(real), len(fake))
-    within = [float(kth_neighbour_distance(_subset(x, n, seed), 1).mean()) for x in (fake, real)]
+    within = [float(kth_neighbour_distance(subset(x, n, seed), 1).mean()) for x in (fake, real)]
     return within[0] / within[1] if within[1] > 0 else float("nan")
 
 

@@ -15,6 +15,8 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .. import jsontext
+
 
 @dataclass(frozen=True)
 class RowSettings:
@@ -31,7 +33,7 @@ class RowSettings:
 
     @classmethod
     def from_json(cls, text: str) -> RowSettings:
-        data: dict[str, Any] = json.loads(text)
+        data: dict[str, Any] = jsontext.loads(text)
         return cls(**data)
 
 

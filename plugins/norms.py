@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,10 +50,21 @@ class _FullPrecisionSpectralNorm(_SpectralNorm):
     """torch's spectral norm with σ computed in fp32 under autocast (CUDA autocast would run its matrix-vector
     products in bf16/fp16). Same buffers and state-dict names as torch's.
 
+    ``keep_scale``: the normalised weight is multiplied back by σ as estimated at initialisation (a buffer,
+    ``init_sigma``), so the layer starts as it was built (with equalized lr: He's scale) and its σ stays there.
+
     It builds on torch's private ``_SpectralNorm`` (the class ``spectral_norm`` registers) so that its
     buffers, state-dict names and numbers stay torch's; ``tests/test_layers.py`` fails if torch changes
     what this relies on (the constructor's arguments, ``_power_method``).
     """
+
+    def __init__(self, weight: torch.Tensor, n_power_iterations: int, dim: int, eps: float, keep_scale: bool):
+        super().__init__(weight, n_power_iterations, dim, eps)
+        sigma = None
+        if keep_scale:
+            with torch.no_grad():
+                sigma = torch.vdot(self._u, torch.mv(self._reshape_weight_to_matrix(weight), self._v))
+        self.register_buffer("init_sigma", sigma)  # None: not in the state dict (the unit scale's is torch's)
 
     def _power_method(self, weight_mat: torch.Tensor, n_power_iterations: int) -> None:
         # On the meta device (shapes only: untrusted weights files, memory estimates) the iterations compute
@@ -62,29 +74,37 @@ class _FullPrecisionSpectralNorm(_SpectralNorm):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.device.type == "meta":  # memory estimates (ganforge.memory): autocast knows no meta device
-            return super().forward(weight)
-        with torch.autocast(weight.device.type, enabled=False):
-            return super().forward(weight)
+            normalized = super().forward(weight)
+        else:
+            with torch.autocast(weight.device.type, enabled=False):
+                normalized = super().forward(weight)
+        return normalized if self.init_sigma is None else normalized * self.init_sigma
 
 
 class SpectralNormParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     power_iterations: int = Field(1, ge=1, description="power iterations per training forward pass")
     eps: float = Field(1e-12, gt=0)
+    scale: Literal["unit", "init"] = Field(
+        "unit",
+        description="unit: every layer's σ is 1 (Miyato et al.; after equalized lr it divides eq-lr's gain out); "
+        "init: σ stays at its value at initialisation (eq-lr's He scale is kept)",
+    )
 
 
 class SpectralNorm:
-    """Spectral normalization (Miyato et al. 2018): weight divided by its largest singular value."""
+    """Spectral normalization (Miyato et al. 2018): weight divided by its largest singular value,
+    optionally multiplied back by that value at initialisation (``scale = "init"``)."""
 
-    def __init__(self, *, power_iterations: int, eps: float):
-        self.power_iterations, self.eps = power_iterations, eps
+    def __init__(self, *, power_iterations: int, eps: float, scale: str):
+        self.power_iterations, self.eps, self.keep_scale = power_iterations, eps, scale == "init"
 
     def apply(self, module: nn.Module, fan_in: int) -> None:
         # What torch.nn.utils.parametrizations.spectral_norm does, with the fp32 subclass.
         dim = 1 if isinstance(module, nn.ConvTranspose2d) else 0  # a transposed conv's output channels are dim 1
-        weight = module.weight
+        weight = module.weight  # with the weight norms applied before this one (equalized lr's scale)
         assert isinstance(weight, torch.Tensor)
-        norm = _FullPrecisionSpectralNorm(weight, self.power_iterations, dim, self.eps)
+        norm = _FullPrecisionSpectralNorm(weight, self.power_iterations, dim, self.eps, self.keep_scale)
         parametrize.register_parametrization(module, "weight", norm)
 
 

@@ -55,7 +55,7 @@ def test_resume_reads_the_best_value_of_runs_written_before_eval_best(tmp_path):
         return {"ganforge.role": role, "ganforge.step": step, "ganforge.config": config.to_dict()}
 
     checkpointer = Checkpointer(
-        RunDir(tmp_path), nets, opts, Precision.create("fp32", torch.device("cpu")), metadata, 2, print
+        RunDir(tmp_path), nets, opts, {}, Precision.create("fp32", torch.device("cpu")), metadata, 2, print
     )
     checkpointer.save(4, 0.25)
     checkpoint = RunDir(tmp_path).read_checkpoint(4)

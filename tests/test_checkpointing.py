@@ -35,7 +35,7 @@ def checkpointer(folder, config, nets, optimizers) -> Checkpointer:
     def metadata(role: str, step: int) -> dict:
         return {"ganforge.role": role, "ganforge.step": step, "ganforge.config": config.to_dict()}
 
-    return Checkpointer(RunDir(folder), nets, optimizers, precision, metadata, 2, print)
+    return Checkpointer(RunDir(folder), nets, optimizers, {}, precision, metadata, 2, print)
 
 
 @pytest.fixture

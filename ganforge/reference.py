@@ -85,7 +85,7 @@ def markdown(registry: Registry) -> str:
         components = [c for c in registry if c.kind == kind]
         if not components:
             continue
-        lines += [f"## {kind}", "", f"{spec.description.capitalize()}.", ""]
+        lines += [f"## {kind}", "", f"{spec.description[:1].upper()}{spec.description[1:]}.", ""]
         for component in components:
             lines += [f"### `{component.name}`", "", f"{component.description} *(plugin: `{component.plugin}`)*", ""]
             fields = component.params.model_fields

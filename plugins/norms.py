@@ -93,8 +93,10 @@ class SpectralNormParams(BaseModel):
 
 
 class SpectralNorm:
-    """Spectral normalization (Miyato et al. 2018): weight divided by its largest singular value,
-    optionally multiplied back by that value at initialisation (``scale = "init"``)."""
+    """Spectral normalization (Miyato et al. 2018): weight divided by its largest singular value.
+
+    With ``scale = "init"`` it is multiplied back by that value at initialisation (a fixed per-layer gain).
+    """
 
     def __init__(self, *, power_iterations: int, eps: float, scale: str):
         self.power_iterations, self.eps, self.keep_scale = power_iterations, eps, scale == "init"

@@ -1,0 +1,159 @@
+"""Which small-data recipe keeps the SAMGAN demo from collapsing? Issue 25's measured recipes.
+
+Each recipe (a name and ``--set`` overrides of ``examples/pneumonia.toml``: the demo at 32²) trains
+on phantom v2 (2,048 images) and on the real X-rays (2,428) for each seed, with the collapse
+alarm every 250 steps and FID / pixel-space coverage / diversity every 1,000 steps on 256 images.
+Runs go to ``runs/recipes/DATA/RECIPE/seedS``; finished ones are read back, not retrained, and an
+interrupted one resumes. The table gives, per recipe and data set, over the seeds (mean ± sd):
+whether the alarm fired, the last alarm figures (nearest-neighbour ratio, coverage, and coverage
+over the real-vs-real coverage of as many images), and FID at 1,000 steps and at the end.
+
+    .venv/bin/python benchmarks/recipes.py [--steps 3000] [--seeds 0,1,2] [--data phantom,real] [--only a,b]
+
+Targets for the default (issue 25): no alarm; coverage ≥ 0.8 of real-vs-real; ratio ≥ 0.9; FID
+lower at the end than at 1,000 steps. Hours on 2 CPU cores at the full protocol (30 runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from ganforge import api
+from ganforge.diversity import density_coverage, pixel_embedding
+from ganforge.evaluation import subset
+from ganforge.precision import hardware_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+SN_INIT = [
+    f"model.{n}.weight_norms=['equalized_lr', {{name = 'spectral', scale = 'init'}}]"
+    for n in ("generator", "discriminator")
+]
+RECIPES = {
+    "demo": [],
+    "sn-init": SN_INIT,
+    "sn-init+diffaugment": [*SN_INIT, "d_augment=['diffaugment']"],
+    "sn-init+ada": [*SN_INIT, "d_augment=[{ name = 'ada', speed_images = 20000 }]"],
+    "sn-init+r1": [*SN_INIT, "regularize=[{ name = 'r1', gamma = 1.0, every = 16 }]"],
+}
+PNEUMONIA = ROOT / "examples" / "pneumonia.toml"  # the demo's model at 32²
+DATA = {
+    "phantom": (PNEUMONIA, ["data={ name = 'phantom', size = 2048, holdout = 0.1 }"]),  # v2
+    "real": (PNEUMONIA, []),
+}
+EVAL = [
+    "eval.metrics=['fid', { name = 'density_coverage', space = 'pixels' }, 'diversity']",
+    "eval.n=256",
+    "eval.every=1000",
+    "train.collapse.every=250",
+    "train.sample_every=500",
+    "train.checkpoint_every=500",
+]
+
+
+def records(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def finished(run: Path, steps: int) -> bool:
+    return any(r.get("step") == steps and "eval" in r for r in records(run))  # the final evaluation
+
+
+def real_coverage(config_path: Path, overrides: list[str], n: int, size: int, k: int) -> float:
+    """Coverage of ``n`` training images by ``n`` others, in the collapse alarm's pixel space: the ceiling."""
+    config, registry = api.load_experiment(config_path, overrides)
+    from ganforge.assembly import build_dataset
+
+    images = build_dataset(config, registry).images
+    picked = subset(images, 2 * n, 11)
+    _, coverage = density_coverage(pixel_embedding(picked[:n], size), pixel_embedding(picked[n:], size), k)
+    return coverage
+
+
+def alarm_fired(collapse: list[dict], min_ratio: float, min_coverage: float) -> bool:
+    """Whether the collapse alarm warned: the ratio below its threshold, or coverage below its own
+    after having been above it (as :class:`ganforge.collapse.CollapseAlarm` decides)."""
+    best = 0.0
+    for figures in collapse:
+        if figures["nn_ratio"] < min_ratio or figures["coverage"] < min_coverage <= best:
+            return True
+        best = max(best, figures["coverage"])
+    return False
+
+
+def summary(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--data", default="phantom,real")
+    parser.add_argument("--only", help="comma-separated recipe names")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "recipes")
+    args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)
+    print(hardware_summary(torch.device("cpu")))
+    recipes = args.only.split(",") if args.only else list(RECIPES)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = []
+    for data in args.data.split(","):
+        config_path, data_sets = DATA[data]
+        for recipe in recipes:
+            for seed in seeds:
+                run = args.work / data / recipe / f"seed{seed}"
+                if not finished(run, args.steps):
+                    print(f"training {data} {recipe} seed {seed} → {run}")
+                    overrides = [*data_sets, *EVAL, *RECIPES[recipe], f"seed={seed}"]
+                    resume = run if (run / "checkpoints").is_dir() else None
+                    api.train(
+                        config_path, run, overrides=overrides, steps=args.steps, resume=resume, overwrite=resume is None
+                    )
+            rows.append((data, recipe, [args.work / data / recipe / f"seed{s}" for s in seeds]))
+    settings = api.load_experiment(ROOT / "examples" / "demo.toml", EVAL)[0].train.collapse
+    ceilings = {
+        data: real_coverage(DATA[data][0], DATA[data][1], settings.images, settings.size, settings.k)
+        for data in args.data.split(",")
+    }
+    print(
+        f"\n{args.steps} steps, seeds {seeds}; real-vs-real coverage ({settings.images} images): "
+        + ", ".join(f"{d} {c:.3f}" for d, c in ceilings.items())
+    )
+    print(
+        f"{'data':<8} {'recipe':<22} {'alarm':>6} {'nn ratio':>15} {'coverage':>15} {'cov/real':>15} "
+        f"{'FID 1k':>17} {'FID end':>17}"
+    )
+    for data, recipe, runs in rows:
+        alarms, ratios, coverages, fid_1k, fid_end = 0, [], [], [], []
+        for run in runs:
+            lines = records(run)
+            collapse = [r["collapse"] for r in lines if "collapse" in r]
+            alarms += alarm_fired(collapse, settings.min_ratio, settings.min_coverage)
+            if collapse:
+                ratios.append(collapse[-1]["nn_ratio"])
+                coverages.append(collapse[-1]["coverage"])
+            evals = {r["step"]: r["eval"] for r in lines if "eval" in r}
+            if 1000 in evals:
+                fid_1k.append(evals[1000]["metrics"]["fid"]["fid"])
+            if args.steps in evals:
+                fid_end.append(evals[args.steps]["metrics"]["fid"]["fid"])
+        relative = [c / ceilings[data] for c in coverages]
+        print(
+            f"{data:<8} {recipe:<22} {alarms:>3}/{len(runs):<2} {summary(ratios):>15} {summary(coverages):>15} "
+            f"{summary(relative):>15} {summary(fid_1k):>17} {summary(fid_end):>17}"
+        )
+
+
+if __name__ == "__main__":
+    main()

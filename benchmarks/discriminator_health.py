@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -103,6 +104,10 @@ def main() -> None:
             for step in itertools.chain([0], [args.steps] if args.steps else []):
                 while trainer.step < step:
                     trainer.train_step()
+                    if trainer.step % 50 == 0:
+                        print(
+                            f"  step {trainer.step} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True
+                        )
                 figures = measure(trainer, real, z)
                 row = " ".join(f"{figures[c]:12.4g}" for c in columns)
                 print(f"{name:<26} {trainer.step:>5} {row}", flush=True)

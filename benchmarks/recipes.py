@@ -102,6 +102,9 @@ def main() -> None:
     parser.add_argument("--data", default="phantom,real")
     parser.add_argument("--only", help="comma-separated recipe names")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "recipes")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="for every run, e.g. train.precision=bf16"
+    )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     print(hardware_summary(torch.device("cpu")))
@@ -115,7 +118,7 @@ def main() -> None:
                 run = args.work / data / recipe / f"seed{seed}"
                 if not finished(run, args.steps):
                     print(f"training {data} {recipe} seed {seed} → {run}")
-                    overrides = [*data_sets, *EVAL, *RECIPES[recipe], f"seed={seed}"]
+                    overrides = [*data_sets, *EVAL, *RECIPES[recipe], f"seed={seed}", *args.overrides]
                     resume = run if (run / "checkpoints").is_dir() else None
                     api.train(
                         config_path, run, overrides=overrides, steps=args.steps, resume=resume, overwrite=resume is None

@@ -197,6 +197,10 @@ class DiscriminatorAugment(nn.Module):
     def feedback(self, real_scores: torch.Tensor) -> None:
         """D's raw scores of the augmented real images of a D step (ADA adapts to them); ignored by default."""
 
+    def figures(self) -> dict[str, float]:
+        """What goes into ``metrics.jsonl`` with the losses (ADA: its probability); none by default."""
+        return {}
+
 
 @runtime_checkable
 class Regularizer(Protocol):

@@ -145,11 +145,16 @@ class ADA(DiscriminatorAugment):
         self.register_buffer("p", torch.tensor(float(p)))
         self.register_buffer("signs", torch.zeros(2))  # sum of sign(D(real)), count, since the last adjustment
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("last_r_t", torch.tensor(math.nan))  # r_t at the last adjustment, for the logs
 
     @property
     def r_t(self) -> float:
         """The overfitting heuristic over the scores seen since the last adjustment (nan before any)."""
         return float(self.signs[0] / self.signs[1]) if self.signs[1] > 0 else math.nan
+
+    def figures(self) -> dict[str, float]:
+        r_t = float(self.last_r_t)
+        return {"ada_p": round(float(self.p), 4), **({} if math.isnan(r_t) else {"ada_r_t": round(r_t, 4)})}
 
     def feedback(self, real_scores: torch.Tensor) -> None:
         with torch.no_grad():
@@ -158,6 +163,7 @@ class ADA(DiscriminatorAugment):
             self.steps += 1
             if int(self.steps) % self.interval == 0:
                 step = float(self.signs[1]) / self.speed_images
+                self.last_r_t.fill_(self.r_t)
                 direction = 1.0 if self.r_t > self.target else -1.0
                 self.p.copy_((self.p + direction * step).clamp(0, self.max_p))
                 self.signs.zero_()

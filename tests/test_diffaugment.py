@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -108,6 +110,7 @@ def test_ada_probability_follows_the_overfitting_heuristic(images):
     assert float(ada.p) == 0.0 and ada.r_t == 0.5
     ada.feedback(torch.tensor([1.0, 1.0, 1.0, 1.0]))  # r_t = 0.75 > 0.6 over 8 images: p += 8 / 100
     assert float(ada.p) == pytest.approx(0.08)
+    assert ada.figures() == {"ada_p": 0.08, "ada_r_t": 0.75}  # logged with the losses
     for _ in range(40):
         ada.feedback(torch.ones(4))
     assert float(ada.p) == 0.5  # max_p
@@ -188,6 +191,8 @@ def test_ada_state_is_in_checkpoints_and_resume_is_exact(augmented, tmp_path):
     assert float(second.d_augment[0].p) == float(first.d_augment[0].p) != 0.2  # it moved and was restored
     second.fit(4, evaluate=False)
     assert float(second.d_augment[0].p) == float(straight.d_augment[0].p)
+    logged = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["ada_p"] for r in logged if "ada_p" in r][-1] == round(float(straight.d_augment[0].p), 4)
     for a, b in ((straight.D, second.D), (straight.G, second.G)):
         sa, sb = a.state_dict(), b.state_dict()
         assert all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -38,7 +38,7 @@ RECIPES = {
     "demo": [],
     "sn-init": SN_INIT,
     "sn-init+diffaugment": [*SN_INIT, "d_augment=['diffaugment']"],
-    "sn-init+ada": [*SN_INIT, "d_augment=[{ name = 'ada', speed_images = 20000 }]"],
+    "sn-init+ada": [*SN_INIT, "d_augment=[{ name = 'ada', speed_images = 20000, heuristic = 'relative' }]"],
     "sn-init+r1": [*SN_INIT, "regularize=[{ name = 'r1', gamma = 1.0, every = 16 }]"],
 }
 PNEUMONIA = ROOT / "examples" / "pneumonia.toml"  # the demo's model at 32²

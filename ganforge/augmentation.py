@@ -3,8 +3,8 @@
 The losses call ``D(images)`` and know nothing of augmentation; :class:`AugmentedDiscriminator`
 augments every list of images it is given, real or generated, before D scores it, in the D step,
 the G step and the regularizers alike, so G learns through the augmentation. In the D step it is
-told which list is the real batch, and hands D's scores of it to the augmentations (ADA's
-feedback).
+told which list is the real batch, and keeps D's scores of it and of the generated batch for the
+augmentations (ADA's feedback).
 """
 
 from __future__ import annotations
@@ -20,19 +20,24 @@ Scorer = Callable[[list[torch.Tensor]], torch.Tensor]
 
 
 class AugmentedDiscriminator:
-    """``D(augment(images))`` for the losses; ``real``: the D step's real list, whose scores are fed back."""
+    """``D(augment(images))`` for the losses. ``real``: the D step's real list; the scores of it and of the
+    first other list (the generated one) are kept for :meth:`DiscriminatorAugments.feedback`."""
 
     def __init__(self, D: Scorer, augments: Sequence[DiscriminatorAugment], real: list[torch.Tensor] | None = None):
         self.D, self.augments, self.real = D, augments, real
+        self.real_scores: torch.Tensor | None = None
+        self.fake_scores: torch.Tensor | None = None
 
     def __call__(self, images: list[torch.Tensor]) -> torch.Tensor:
         given = images
         for augment in self.augments:
             images = augment(images)
         scores = self.D(images)
-        if given is self.real:  # the very list the trainer named (the losses pass it on unchanged)
-            for augment in self.augments:
-                augment.feedback(scores)
+        if self.real is not None:
+            if given is self.real:  # the very list the trainer named (the losses pass it on unchanged)
+                self.real_scores = scores.detach()
+            elif self.fake_scores is None:
+                self.fake_scores = scores.detach()
         return scores
 
 
@@ -42,3 +47,9 @@ class DiscriminatorAugments(nn.ModuleList):
     def seen_by_losses(self, D: Scorer, real: list[torch.Tensor] | None = None) -> Scorer:
         """What the losses should call: ``D`` itself when nothing augments (no wrapper, no cost)."""
         return AugmentedDiscriminator(D, list(self), real) if len(self) else D
+
+    def feedback(self, seen: Scorer) -> None:
+        """After a D step's loss: D's scores of the augmented real and generated images to each augmentation."""
+        if isinstance(seen, AugmentedDiscriminator) and seen.real_scores is not None and seen.fake_scores is not None:
+            for augment in self:
+                augment.feedback(seen.real_scores, seen.fake_scores)

@@ -194,8 +194,8 @@ class DiscriminatorAugment(nn.Module):
     RNG (seeded per step). Buffers are its state (ADA's probability) and go into checkpoints.
     """
 
-    def feedback(self, real_scores: torch.Tensor) -> None:
-        """D's raw scores of the augmented real images of a D step (ADA adapts to them); ignored by default."""
+    def feedback(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> None:
+        """D's raw scores of a D step's augmented real and generated images (ADA adapts to them); ignored by default."""
 
     def figures(self) -> dict[str, float]:
         """What goes into ``metrics.jsonl`` with the losses (ADA: its probability); none by default."""

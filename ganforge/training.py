@@ -236,6 +236,7 @@ class Trainer:
             fake = self.G_run(z)
             D = self.d_augment.seen_by_losses(self.D_run, real_pyramid)
             loss_d = self.loss.discriminator(D, real_pyramid, [f.detach() for f in fake])
+            self.d_augment.feedback(D)
             loss_d = loss_d + self._penalties(self.d_augment.seen_by_losses(self.D_run), real, fake[-1].detach())
         d_ok, grad_d = self._update(loss_d, self.D, self.opt_d, "discriminator")
 

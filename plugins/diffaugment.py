@@ -10,6 +10,7 @@ transforms); coarser scales get the same transform at their size.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +123,11 @@ class ADAParams(BaseModel):
         500_000, ge=1, description="images over which p can move from 0 to 1 (the paper: 500k; less for short runs)"
     )
     p: float = Field(0.0, ge=0, le=1, description="the initial probability")
+    heuristic: Literal["sign", "relative"] = Field(
+        "sign",
+        description="r_t = E[sign D(real)] (the paper; losses that judge each image alone) or "
+        "E[sign(D(real) - mean D(fake))] (relativistic losses, whose scores have no fixed boundary)",
+    )
     max_p: float = Field(1.0, ge=0, le=1, description="p is kept at or below this")
 
 
@@ -135,13 +141,16 @@ class ADA(DiscriminatorAugment):
     transforms are one affine map resampled bilinearly with reflection padding (the paper uses
     wavelet filters at 2× resolution). Every ``interval`` D steps, p moves by
     sign(r_t - target) · images / ``speed_images`` with r_t the mean sign of D's raw scores of the
-    augmented real images since the last adjustment. ``p`` and the running sums are buffers, so
-    checkpoints keep them and a resumed run continues exactly.
+    augmented real images since the last adjustment (``heuristic = "relative"``: of their scores
+    minus the mean score of the generated ones, for relativistic losses such as SAMGAN's, whose raw
+    scores can be all negative while D wins). ``p`` and the running sums are buffers, so checkpoints
+    keep them and a resumed run continues exactly.
     """
 
-    def __init__(self, *, target: float, interval: int, speed_images: int, p: float, max_p: float):
+    def __init__(self, *, target: float, interval: int, speed_images: int, p: float, max_p: float, heuristic: str):
         super().__init__()
         self.target, self.interval, self.speed_images, self.max_p = target, interval, speed_images, max_p
+        self.relative = heuristic == "relative"
         self.register_buffer("p", torch.tensor(float(p)))
         self.register_buffer("signs", torch.zeros(2))  # sum of sign(D(real)), count, since the last adjustment
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
@@ -156,9 +165,11 @@ class ADA(DiscriminatorAugment):
         r_t = float(self.last_r_t)
         return {"ada_p": round(float(self.p), 4), **({} if math.isnan(r_t) else {"ada_r_t": round(r_t, 4)})}
 
-    def feedback(self, real_scores: torch.Tensor) -> None:
+    def feedback(self, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> None:
         with torch.no_grad():
             scores = real_scores.detach().float()
+            if self.relative:
+                scores = scores - fake_scores.detach().float().mean()
             self.signs += torch.stack([scores.sign().sum(), torch.tensor(float(scores.numel()), device=scores.device)])
             self.steps += 1
             if int(self.steps) % self.interval == 0:

@@ -103,29 +103,46 @@ def test_an_unknown_policy_is_refused():
         DiffAugment(policy=["blur"], translation=0.125, cutout=0.5)
 
 
+IGNORED = torch.full((4,), 5.0)  # generated images' scores: the paper's heuristic does not look at them
+
+
 def test_ada_probability_follows_the_overfitting_heuristic(images):
-    ada = ADA(target=0.6, interval=2, speed_images=100, p=0.0, max_p=0.5)
+    ada = ADA(target=0.6, interval=2, speed_images=100, p=0.0, max_p=0.5, heuristic="sign")
     assert ada(pyramid(images))[-1] is not None and torch.equal(ada(pyramid(images))[-1], pyramid(images)[-1])
-    ada.feedback(torch.tensor([1.0, 1.0, 1.0, -1.0]))  # r_t = 0.5 so far; no adjustment before `interval` steps
+    ada.feedback(
+        torch.tensor([1.0, 1.0, 1.0, -1.0]), IGNORED
+    )  # r_t = 0.5 so far; no adjustment before `interval` steps
     assert float(ada.p) == 0.0 and ada.r_t == 0.5
-    ada.feedback(torch.tensor([1.0, 1.0, 1.0, 1.0]))  # r_t = 0.75 > 0.6 over 8 images: p += 8 / 100
+    ada.feedback(torch.tensor([1.0, 1.0, 1.0, 1.0]), IGNORED)  # r_t = 0.75 > 0.6 over 8 images: p += 8 / 100
     assert float(ada.p) == pytest.approx(0.08)
     assert ada.figures() == {"ada_p": 0.08, "ada_r_t": 0.75}  # logged with the losses
     for _ in range(40):
-        ada.feedback(torch.ones(4))
+        ada.feedback(torch.ones(4), IGNORED)
     assert float(ada.p) == 0.5  # max_p
     for _ in range(40):
-        ada.feedback(-torch.ones(4))  # r_t = -1 < 0.6: p falls to 0 and stays there
+        ada.feedback(-torch.ones(4), IGNORED)  # r_t = -1 < 0.6: p falls to 0 and stays there
     assert float(ada.p) == 0.0
-    copy = ADA(target=0.6, interval=2, speed_images=100, p=0.0, max_p=0.5)
-    ada.feedback(torch.ones(4))
+    copy = ADA(target=0.6, interval=2, speed_images=100, p=0.0, max_p=0.5, heuristic="sign")
+    ada.feedback(torch.ones(4), IGNORED)
     copy.load_state_dict(ada.state_dict())
     assert ada.r_t == copy.r_t == 1.0 and int(copy.steps) == int(ada.steps)
 
 
+def test_the_relative_heuristic_reads_relativistic_scores():
+    """A relativistic D can score every real image below 0 while separating them from the fakes."""
+    real, fake = -torch.ones(4), -3 * torch.ones(4)
+    paper, relative = (
+        ADA(target=0.6, interval=1, speed_images=100, p=0.0, max_p=1.0, heuristic=h) for h in ("sign", "relative")
+    )
+    for ada in (paper, relative):
+        ada.feedback(real, fake)
+    assert float(paper.p) == 0.0 and paper.figures()["ada_r_t"] == -1.0
+    assert float(relative.p) == pytest.approx(0.04) and relative.figures()["ada_r_t"] == 1.0
+
+
 def test_ada_at_full_probability_transforms_every_image_alike_at_every_scale():
     smooth = F.interpolate(torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(1)), 16, mode="bilinear")
-    ada = ADA(target=0.6, interval=4, speed_images=100, p=1.0, max_p=1.0)
+    ada = ADA(target=0.6, interval=4, speed_images=100, p=1.0, max_p=1.0, heuristic="sign")
     torch.manual_seed(0)
     out = ada(pyramid(smooth))
     assert all((o - i).abs().mean(dim=(1, 2, 3)).min() > 0.01 for o, i in zip(out, pyramid(smooth)))

@@ -34,12 +34,15 @@ SN_INIT = [
     f"model.{n}.weight_norms=['equalized_lr', {{name = 'spectral', scale = 'init'}}]"
     for n in ("generator", "discriminator")
 ]
+TTUR = ["optim.lr=0.0001", "optim_d={ name = 'adam', lr = 0.0004, betas = [0.0, 0.99] }"]  # SAGAN's
 RECIPES = {
     "demo": [],
     "sn-init": SN_INIT,
     "sn-init+diffaugment": [*SN_INIT, "d_augment=['diffaugment']"],
     "sn-init+ada": [*SN_INIT, "d_augment=[{ name = 'ada', speed_images = 20000, heuristic = 'relative' }]"],
     "sn-init+r1": [*SN_INIT, "regularize=[{ name = 'r1', gamma = 1.0, every = 16 }]"],
+    "sn-init+ttur": [*SN_INIT, *TTUR],
+    "sn-init+ttur+diffaugment": [*SN_INIT, *TTUR, "d_augment=['diffaugment']"],
 }
 PNEUMONIA = ROOT / "examples" / "pneumonia.toml"  # the demo's model at 32²
 DATA = {

@@ -134,7 +134,7 @@ class Trainer:
         self.d_augment = DiscriminatorAugments(
             registry.build("d_augment", a.name, a.params) for a in config.d_augment
         ).to(self.device)
-        if self.dist.active and any(True for _ in self.d_augment.buffers()):
+        if self.dist.active and list(self.d_augment.buffers()):
             raise GanforgeError("d_augment: ada adapts its probability in one process; train it with one process")
         self.regularizers = [registry.build("regularizer", r.name, r.params) for r in config.regularize]
         self.checkpoints = Checkpointer(

@@ -43,6 +43,7 @@ RECIPES = {
     "sn-init+r1": [*SN_INIT, "regularize=[{ name = 'r1', gamma = 1.0, every = 16 }]"],
     "sn-init+ttur": [*SN_INIT, *TTUR],
     "sn-init+ttur+diffaugment": [*SN_INIT, *TTUR, "d_augment=['diffaugment']"],
+    "msggan-sn-init": [*SN_INIT, *(f"model.{n}.attention_resolutions=[]" for n in ("generator", "discriminator"))],
 }
 PNEUMONIA = ROOT / "examples" / "pneumonia.toml"  # the demo's model at 32²
 DATA = {

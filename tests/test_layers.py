@@ -64,12 +64,31 @@ def test_attention_gradients_reach_gamma():
 
 def test_spectral_norm_makes_top_singular_value_one():
     torch.manual_seed(0)
-    layers = Layers(weight_norms=[SpectralNorm(power_iterations=1, eps=1e-12)])
+    layers = Layers(weight_norms=[SpectralNorm(power_iterations=1, eps=1e-12, scale="unit")])
     conv = layers.conv(8, 12, 3, padding=1)
     for _ in range(30):  # power iteration runs on each training-mode forward
         conv(torch.randn(1, 8, 4, 4))
     sigma = torch.linalg.matrix_norm(conv.weight.detach().reshape(12, -1), ord=2)
     assert sigma.item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_spectral_norm_at_init_scale_starts_as_equalized_lr_and_holds_sigma_there():
+    torch.manual_seed(0)
+    plain = Layers(weight_norms=[EqualizedLR(gain=2**0.5)]).conv(8, 12, 3, padding=1)
+    torch.manual_seed(0)
+    both = Layers(weight_norms=[EqualizedLR(gain=2**0.5), SpectralNorm(power_iterations=1, eps=1e-12, scale="init")])
+    conv = both.conv(8, 12, 3, padding=1)
+    torch.testing.assert_close(conv.weight, plain.weight, rtol=2e-3, atol=0)  # σ estimated by 15 power iterations
+    target = float(conv.parametrizations.weight[1].init_sigma)
+    exact = float(torch.linalg.matrix_norm(plain.weight.detach().reshape(12, -1), ord=2))
+    assert target == pytest.approx(exact, rel=5e-3)  # power iteration approaches σ from below
+    with torch.no_grad():
+        conv.parametrizations.weight.original.mul_(3.0).add_(torch.randn_like(conv.parametrizations.weight.original))
+    for _ in range(30):
+        conv(torch.randn(1, 8, 4, 4))
+    sigma = torch.linalg.matrix_norm(conv.weight.detach().reshape(12, -1), ord=2)
+    assert sigma.item() == pytest.approx(target, rel=5e-3)  # wherever training takes the raw weight (σ estimated)
+    assert "parametrizations.weight.1.init_sigma" in conv.state_dict()
 
 
 @pytest.mark.parametrize("make", [lambda: torch.nn.Conv2d(6, 5, 3), lambda: torch.nn.ConvTranspose2d(6, 5, 4)])
@@ -81,7 +100,7 @@ def test_the_bundled_spectral_norm_is_torchs_bit_for_bit(make):
     theirs = spectral_norm(make(), n_power_iterations=1, eps=1e-12)
     torch.manual_seed(0)
     ours = make()
-    SpectralNorm(power_iterations=1, eps=1e-12).apply(ours, fan_in=1)
+    SpectralNorm(power_iterations=1, eps=1e-12, scale="unit").apply(ours, fan_in=1)
     assert isinstance(ours.parametrizations.weight[0], _SpectralNorm)
     x = torch.randn(2, 6, 5, 5)
     for _ in range(3):  # training-mode forwards run the power iteration
@@ -96,7 +115,7 @@ def test_spectral_norm_skips_its_power_iterations_on_the_meta_device_only(monkey
     calls = []
     real = _SpectralNorm._power_method
     monkeypatch.setattr(_SpectralNorm, "_power_method", lambda self, m, n: calls.append(n) or real(self, m, n))
-    layers = Layers(weight_norms=[SpectralNorm(power_iterations=2, eps=1e-12)])
+    layers = Layers(weight_norms=[SpectralNorm(power_iterations=2, eps=1e-12, scale="unit")])
     conv = layers.conv(4, 4, 3)
     conv(torch.randn(1, 4, 5, 5))
     # torch's 15 when attached, then power_iterations per training-mode call: registration checks one, the forward

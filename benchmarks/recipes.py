@@ -30,13 +30,11 @@ from ganforge.evaluation import subset
 from ganforge.precision import hardware_summary
 
 ROOT = Path(__file__).resolve().parents[1]
-SN_INIT = [
-    f"model.{n}.weight_norms=['equalized_lr', {{name = 'spectral', scale = 'init'}}]"
-    for n in ("generator", "discriminator")
-]
+SN = "model.{net}.weight_norms=['equalized_lr', {{name = 'spectral', scale = '{scale}'}}]"
+SN_UNIT, SN_INIT = ([SN.format(net=n, scale=s) for n in ("generator", "discriminator")] for s in ("unit", "init"))
 TTUR = ["optim.lr=0.0001", "optim_d={ name = 'adam', lr = 0.0004, betas = [0.0, 0.99] }"]  # SAGAN's
 RECIPES = {
-    "demo": [],
+    "demo": SN_UNIT,  # the demo as it was before spectral norm's init scale
     "sn-init": SN_INIT,
     "sn-init+diffaugment": [*SN_INIT, "d_augment=['diffaugment']"],
     "sn-init+ada": [*SN_INIT, "d_augment=[{ name = 'ada', speed_images = 20000, heuristic = 'relative' }]"],

@@ -136,14 +136,14 @@ def main() -> None:
         + ", ".join(f"{d} {c:.3f}" for d, c in ceilings.items())
     )
     print(
-        f"{'data':<8} {'recipe':<22} {'alarm':>6} {'nn ratio':>15} {'coverage':>15} {'cov/real':>15} "
+        f"{'data':<8} {'recipe':<26} {'alarm':>6} {'nn ratio':>15} {'coverage':>15} {'cov/real':>15} "
         f"{'FID 1k':>17} {'FID end':>17}"
     )
     for data, recipe, runs in rows:
         alarms, ratios, coverages, fid_1k, fid_end = 0, [], [], [], []
         for run in runs:
             lines = records(run)
-            collapse = [r["collapse"] for r in lines if "collapse" in r]
+            collapse = [r["collapse"] for r in lines if "collapse" in r and r["step"] <= args.steps]
             alarms += alarm_fired(collapse, settings.min_ratio, settings.min_coverage)
             if collapse:
                 ratios.append(collapse[-1]["nn_ratio"])
@@ -155,7 +155,7 @@ def main() -> None:
                 fid_end.append(evals[args.steps]["metrics"]["fid"]["fid"])
         relative = [c / ceilings[data] for c in coverages]
         print(
-            f"{data:<8} {recipe:<22} {alarms:>3}/{len(runs):<2} {summary(ratios):>15} {summary(coverages):>15} "
+            f"{data:<8} {recipe:<26} {alarms:>3}/{len(runs):<2} {summary(ratios):>15} {summary(coverages):>15} "
             f"{summary(relative):>15} {summary(fid_1k):>17} {summary(fid_end):>17}"
         )
 

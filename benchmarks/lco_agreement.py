@@ -3,6 +3,7 @@
     python benchmarks/lco_agreement.py                        # trains what is missing under runs/lco_agreement
     python benchmarks/lco_agreement.py --generator G.safetensors --generator G2.safetensors
     python benchmarks/lco_agreement.py --views 1              # the plain objective, for comparison
+    python benchmarks/lco_agreement.py --version 2            # models and analyser on phantom v2 (not measured yet)
     python benchmarks/lco_agreement.py --ensemble-resolution 64 --members 1 --pool 1 --threshold 0.9
     python benchmarks/lco_agreement.py --classifier runs/cls-a/classifier.safetensors --classifier …
 

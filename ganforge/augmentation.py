@@ -10,6 +10,7 @@ augmentations (ADA's feedback).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -44,12 +45,20 @@ class AugmentedDiscriminator:
 class DiscriminatorAugments(nn.ModuleList):
     """The run's ``d_augment`` components in order; a module, so their state goes into checkpoints."""
 
+    @property
+    def members(self) -> list[DiscriminatorAugment]:
+        return cast(list[DiscriminatorAugment], list(self))
+
     def seen_by_losses(self, D: Scorer, real: list[torch.Tensor] | None = None) -> Scorer:
         """What the losses should call: ``D`` itself when nothing augments (no wrapper, no cost)."""
-        return AugmentedDiscriminator(D, list(self), real) if len(self) else D
+        return AugmentedDiscriminator(D, self.members, real) if len(self) else D
 
     def feedback(self, seen: Scorer) -> None:
         """After a D step's loss: D's scores of the augmented real and generated images to each augmentation."""
         if isinstance(seen, AugmentedDiscriminator) and seen.real_scores is not None and seen.fake_scores is not None:
-            for augment in self:
+            for augment in self.members:
                 augment.feedback(seen.real_scores, seen.fake_scores)
+
+    def figures(self) -> dict[str, float]:
+        """What the augmentations report with the losses (ADA: its probability)."""
+        return {k: v for augment in self.members for k, v in augment.figures().items()}

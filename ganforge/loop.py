@@ -122,8 +122,7 @@ class Loop:
         figures = {"loss_d": loss_d, "loss_g": loss_g, "images_per_second": round(speed, 2)}
         if t.finite.skipped:
             figures["skipped_steps"] = t.finite.skipped
-        for augment in t.d_augment:
-            figures.update(augment.figures())
+        figures.update(t.d_augment.figures())
         now_at = t.growth(t.step - 1)
         growing = (now_at.resolution, now_at.alpha) != (self.config.model.resolution, 1.0)
         t.log.losses(t.step, figures, f"{now_at.resolution}px α={now_at.alpha:.2f}  " if growing else "")

@@ -147,6 +147,11 @@ class ADA(DiscriminatorAugment):
     keep them and a resumed run continues exactly.
     """
 
+    p: torch.Tensor
+    signs: torch.Tensor
+    steps: torch.Tensor
+    last_r_t: torch.Tensor
+
     def __init__(self, *, target: float, interval: int, speed_images: int, p: float, max_p: float, heuristic: str):
         super().__init__()
         self.target, self.interval, self.speed_images, self.max_p = target, interval, speed_images, max_p

@@ -58,6 +58,8 @@ class _FullPrecisionSpectralNorm(_SpectralNorm):
     what this relies on (the constructor's arguments, ``_power_method``).
     """
 
+    init_sigma: torch.Tensor | None
+
     def __init__(self, weight: torch.Tensor, n_power_iterations: int, dim: int, eps: float, keep_scale: bool):
         super().__init__(weight, n_power_iterations, dim, eps)
         sigma = None

@@ -25,6 +25,9 @@ from pathlib import Path
 import torch
 
 from ganforge import api
+from ganforge.assembly import build_dataset
+from ganforge.collapse import below
+from ganforge.config import CollapseConfig
 from ganforge.diversity import density_coverage, pixel_embedding
 from ganforge.evaluation import subset
 from ganforge.precision import hardware_summary
@@ -70,20 +73,17 @@ def finished(run: Path, steps: int) -> bool:
 def real_coverage(config_path: Path, overrides: list[str], n: int, size: int, k: int) -> float:
     """Coverage of ``n`` training images by ``n`` others, in the collapse alarm's pixel space: the ceiling."""
     config, registry = api.load_experiment(config_path, overrides)
-    from ganforge.assembly import build_dataset
-
     images = build_dataset(config, registry).images
     picked = subset(images, 2 * n, 11)
     _, coverage = density_coverage(pixel_embedding(picked[:n], size), pixel_embedding(picked[n:], size), k)
     return coverage
 
 
-def alarm_fired(collapse: list[dict], min_ratio: float, min_coverage: float) -> bool:
-    """Whether the collapse alarm warned: the ratio below its threshold, or coverage below its own
-    after having been above it (as :class:`ganforge.collapse.CollapseAlarm` decides)."""
+def alarm_fired(collapse: list[dict], settings: CollapseConfig) -> bool:
+    """Whether the collapse alarm warned, replaying its decision over the logged figures."""
     best = 0.0
     for figures in collapse:
-        if figures["nn_ratio"] < min_ratio or figures["coverage"] < min_coverage <= best:
+        if below(settings, figures, best):
             return True
         best = max(best, figures["coverage"])
     return False
@@ -144,7 +144,7 @@ def main() -> None:
         for run in runs:
             lines = records(run)
             collapse = [r["collapse"] for r in lines if "collapse" in r and r["step"] <= args.steps]
-            alarms += alarm_fired(collapse, settings.min_ratio, settings.min_coverage)
+            alarms += alarm_fired(collapse, settings)
             if collapse:
                 ratios.append(collapse[-1]["nn_ratio"])
                 coverages.append(collapse[-1]["coverage"])

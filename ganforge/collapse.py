@@ -22,6 +22,16 @@ from .images import to_uint8
 from .seeds import mix_seed
 
 
+def below(settings: CollapseConfig, figures: dict[str, float], best_coverage: float) -> list[str]:
+    """The figures below their thresholds, worded for the log: the ratio, and coverage once it has
+    been above its own (``best_coverage``: the highest so far)."""
+    s = settings
+    low = [f"nn_ratio {figures['nn_ratio']:.2f} (< {s.min_ratio})"] if figures["nn_ratio"] < s.min_ratio else []
+    if figures["coverage"] < s.min_coverage <= best_coverage:
+        low.append(f"coverage {figures['coverage']:.2f} (< {s.min_coverage}, after {best_coverage:.2f})")
+    return low
+
+
 class CollapseAlarm:
     """Measures a generator's diversity on fixed latents against fixed real images (``real``, uint8)."""
 
@@ -43,10 +53,7 @@ class CollapseAlarm:
 
     def warning(self, step: int, figures: dict[str, float]) -> str | None:
         """The line to log when the figures fall below their thresholds (once, until they recover)."""
-        s = self.settings
-        low = [f"nn_ratio {figures['nn_ratio']:.2f} (< {s.min_ratio})"] if figures["nn_ratio"] < s.min_ratio else []
-        if figures["coverage"] < s.min_coverage <= self.best_coverage:
-            low.append(f"coverage {figures['coverage']:.2f} (< {s.min_coverage}, after {self.best_coverage:.2f})")
+        low = below(self.settings, figures, self.best_coverage)
         self.best_coverage = max(self.best_coverage, figures["coverage"])
         was, self.alarmed = self.alarmed, bool(low)
         if not low or was:

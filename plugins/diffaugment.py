@@ -178,9 +178,9 @@ class ADA(DiscriminatorAugment):
             self.signs += torch.stack([scores.sign().sum(), torch.tensor(float(scores.numel()), device=scores.device)])
             self.steps += 1
             if int(self.steps) % self.interval == 0:
-                step = float(self.signs[1]) / self.speed_images
-                self.last_r_t.fill_(self.r_t)
-                direction = 1.0 if self.r_t > self.target else -1.0
+                step, r_t = float(self.signs[1]) / self.speed_images, self.r_t
+                self.last_r_t.fill_(r_t)
+                direction = 1.0 if r_t > self.target else -1.0
                 self.p.copy_((self.p + direction * step).clamp(0, self.max_p))
                 self.signs.zero_()
 

@@ -168,7 +168,9 @@ def test_two_readers_take_the_study_in_chromium(served_study):
         alice.click("#next")
         alice.wait_for_selector("#counter:has-text('Image 3 of 40')")
 
-        # Window/level and zoom change what is shown, not what is stored.
+        # Window/level and zoom change what is shown, not what is stored. The counter moves before the
+        # next image has loaded: wait for the canvas to show image 3 (position 2), not image 2.
+        alice.wait_for_function("() => document.getElementById('image').dataset.position === '2'")
         alice.wait_for_function("() => document.getElementById('image').width === 16")
         plain = canvas_pixels(alice)
         width = alice.evaluate("() => document.getElementById('image').getBoundingClientRect().width")

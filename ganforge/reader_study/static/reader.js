@@ -62,6 +62,7 @@ function show(next) {
   answer = state.answer ? { ...state.answer } : { call: null, confidence: null, finding: null };
   markAnswer();
   picture = new Image();
+  picture.dataset.position = String(state.position);  // the canvas says which image it shows (draw)
   picture.onload = () => { $("image").hidden = false; resetWindow(); fit(); };
   picture.src = `/api/image/${state.item}`;
 }
@@ -148,6 +149,7 @@ function draw() {
   canvas.height = picture.height;
   const context = canvas.getContext("2d");
   context.drawImage(picture, 0, 0);
+  canvas.dataset.position = picture.dataset.position;
   if (view.window !== 256 || view.level !== 128) {
     const pixels = context.getImageData(0, 0, canvas.width, canvas.height);
     const low = view.level - view.window / 2;

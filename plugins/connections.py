@@ -26,6 +26,43 @@ class ImageHeads(GeneratorHead):
         return [conv(features[int(res)]) for res, conv in self.to_image.items()]
 
 
+def average_pyramid(images: torch.Tensor, resolutions: Sequence[int]) -> list[torch.Tensor]:
+    """``images`` average-pooled to each of ``resolutions``, coarse to fine (the finest is ``images``)."""
+    top = images.shape[-1]
+    return [images if r == top else F.avg_pool2d(images, top // r) for r in sorted(resolutions)]
+
+
+class SkipHeads(ImageHeads):
+    """StyleGAN2's skip generator, read out as a pyramid: every scale adds to one image.
+
+    The image at scale r is the bilinearly upsampled image at r/2 plus a 1×1 conv of the features
+    at r; the finest is the output. D gets it average-pooled to every scale, built as the real
+    pyramid is, so no scale contradicts another; each head still gets D's gradient directly
+    through every scale at or above its own. Same parameters as :class:`ImageHeads`.
+    """
+
+    def forward(self, features: dict[int, torch.Tensor]) -> list[torch.Tensor]:
+        image = None
+        for res, conv in self.to_image.items():  # coarse to fine
+            added = conv(features[int(res)])
+            if image is not None:
+                image = F.interpolate(image, scale_factor=2, mode="bilinear", align_corners=False)
+            image = added if image is None else image + added
+        assert image is not None
+        return average_pyramid(image, [int(r) for r in self.to_image])
+
+
+class PooledHead(ImageHeads):
+    """One 1×1 conv at the finest scale; D gets its image average-pooled to every scale, as a real one."""
+
+    def __init__(self, channels: dict[int, int], image_channels: int, layers: Layers):
+        super().__init__(channels, [max(channels)], image_channels, layers)
+        self.resolutions = sorted(channels)
+
+    def forward(self, features: dict[int, torch.Tensor]) -> list[torch.Tensor]:
+        return average_pyramid(super().forward(features)[0], self.resolutions)
+
+
 class SingleScaleInput(DiscriminatorInput):
     """The image enters once, at the finest scale, through a 1×1 conv."""
 
@@ -63,6 +100,7 @@ class SingleScaleConnection(_Fixed):
 
 
 Combine = Literal["simple", "lin_cat", "cat_lin"]
+Fakes = Literal["heads", "skip", "pooled"]
 
 
 class MultiScaleInput(DiscriminatorInput):
@@ -110,23 +148,31 @@ class MultiScaleInput(DiscriminatorInput):
 class MultiScaleParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     combine: Combine = Field("lin_cat", description="how each scale's image joins D's features")
+    fakes: Fakes = Field(
+        "heads",
+        description="the generated pyramid: heads, G's own image at every scale (MSG-GAN); skip, G's scales "
+        "sum into one image (StyleGAN2's skip generator); pooled, G's finest image only; for skip and pooled "
+        "D gets the image average-pooled to every scale, as a real one",
+    )
 
 
 class MultiScaleConnection(_Fixed):
     """MSG-GAN multi-scale gradients: G emits an image at every scale, D takes each one in."""
 
-    def __init__(self, *, combine: Combine):
+    def __init__(self, *, combine: Combine, fakes: Fakes = "heads"):
         self.combine = combine
+        self.fakes = fakes
 
     def generator_head(self, channels: dict[int, int], image_channels: int, layers: Layers) -> GeneratorHead:
-        return ImageHeads(channels, sorted(channels), image_channels, layers)
+        if self.fakes == "pooled":
+            return PooledHead(channels, image_channels, layers)
+        return (SkipHeads if self.fakes == "skip" else ImageHeads)(channels, sorted(channels), image_channels, layers)
 
     def discriminator_input(self, channels: dict[int, int], image_channels: int, layers: Layers) -> DiscriminatorInput:
         return MultiScaleInput(channels, image_channels, layers, self.combine)
 
     def pyramid(self, images: torch.Tensor, resolutions: Sequence[int]) -> list[torch.Tensor]:
-        top = images.shape[-1]
-        return [images if r == top else F.avg_pool2d(images, top // r) for r in sorted(resolutions)]
+        return average_pyramid(images, resolutions)
 
 
 @hookimpl

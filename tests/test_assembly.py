@@ -52,6 +52,39 @@ def test_pyramid_is_average_pooling(tmp_path):
     assert coarse[-1] is x
 
 
+@pytest.mark.parametrize("fakes", ["skip", "pooled"])
+def test_generated_pyramid_is_as_consistent_as_a_real_one(tmp_path, fakes):
+    """skip and pooled: each coarser image is the finest one average-pooled, exactly as for real images."""
+    config, registry = tiny_model(tmp_path, f"model.connection.fakes='{fakes}'")
+    gan = build_gan(config.model, registry)
+    images = gan.generator(torch.randn(3, 16))
+    top = images[-1]
+    assert [x.shape[-1] for x in images] == [4, 8, 16]
+    for x in images[:-1]:
+        k = 16 // x.shape[-1]
+        torch.testing.assert_close(x, top.reshape(3, 1, x.shape[-1], k, x.shape[-1], k).mean((3, 5)))
+    heads = gan.generator.head.to_image
+    assert sorted(heads) == (["16"] if fakes == "pooled" else ["16", "4", "8"])  # pooled: one head, no dead ones
+    gan.discriminator(images).sum().backward()
+    grads = [p.grad for conv in heads.values() for p in conv.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)  # D's gradient reaches every head
+
+
+def test_skip_sums_every_scale_into_the_output(tmp_path):
+    """StyleGAN2's skip sum: the finest image is each head's image, bilinearly upsampled to it, summed."""
+    config, registry = tiny_model(tmp_path, "model.connection.fakes='skip'")
+    head = build_generator(config.model, registry).head
+    features = {r: torch.randn(2, c, r, r) for r, c in ((4, 16), (8, 16), (16, 8))}
+    with torch.no_grad():
+        out = head(features)[-1]
+        images = {r: head.to_image[str(r)](x) for r, x in features.items()}
+
+    def up(x):
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+    torch.testing.assert_close(out, up(up(images[4])) + up(images[8]) + images[16])
+
+
 def test_parameter_counts_match_reference_msggan(registry):
     """BMSG-GAN at 64×64, latent 512, RGB, lin_cat: G 22,490,383 and D 18,364,161 parameters."""
     from pathlib import Path

@@ -5,7 +5,8 @@ Metrics (``[eval] metrics``, ``ganforge audit``): ``data_copying`` (Meehan et al
 ones almost ever are) and ``memorization`` (the MiFID term). ``ctx.real`` is the training set,
 ``ctx.holdout`` the real images held out of training (``data.holdout``). Feature spaces:
 ``inception`` (the FID features, shared with FID/KID and cached) and ``pixels`` (downsampled,
-centred, unit-norm pixels, also matched mirrored: catches exact, flipped and shifted copies).
+centred, unit-norm pixels, also matched mirrored and shifted at full resolution: catches exact,
+flipped, moved, brightened and noised copies).
 See docs/privacy.md.
 """
 
@@ -45,7 +46,9 @@ class PixelParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     size: int = Field(32, ge=0, description="larger images are area-reduced to size×size first (0 = never)")
     mirror: bool = Field(True, description="also match the mirrored image (a flipped copy is a copy)")
-    shift: int = Field(1, ge=0, description="also match the image shifted this many pixels left, right, up, down")
+    shift: int = Field(
+        3, ge=0, le=8, description="also match the image moved by every (dx, dy) up to this many pixels, at full size"
+    )
 
 
 def _shifted(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
@@ -59,12 +62,17 @@ def _shifted(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
 
 class PixelSpace:
     """Pixels, area-resized, centred and scaled to unit length, matched as they are, mirrored and
-    shifted: an exact, flipped or slightly moved copy lies far closer than any other image."""
+    moved: an exact, flipped or slightly moved copy lies far closer than any other image.
+
+    The moves are every (dx, dy) with |dx|, |dy| ≤ ``shift`` at the images' own resolution,
+    before the area reduction, so a copy moved by a pixel of a 64×64 image is matched exactly.
+    Only the image as it is is kept in memory; the other views are computed when read.
+    """
 
     def __init__(self, **params):
         self.p = PixelParams(**params)
         s = self.p.shift
-        moves = [(0, 0)] + ([(s, 0), (-s, 0), (0, s), (0, -s)] if s else [])
+        moves = [(0, 0)] + [(dx, dy) for dy in range(-s, s + 1) for dx in range(-s, s + 1) if dx or dy]
         self._views = [
             (mirror, dx, dy) for mirror in ((False, True) if self.p.mirror else (False,)) for dx, dy in moves
         ]
@@ -76,7 +84,9 @@ class PixelSpace:
         return ", ".join(parts) or "as is"
 
     def __call__(self, ctx: EvalContext, side: str, view: int = 0) -> torch.Tensor:
-        return ctx.memo(("pixels", self.p.size, side, self._views[view]), lambda: self._embed(ctx.images(side), view))
+        if view:
+            return self._embed(ctx.images(side), view)
+        return ctx.memo(("pixels", self.p.size, side), lambda: self._embed(ctx.images(side), 0))
 
     def _embed(self, images: torch.Tensor, view: int) -> torch.Tensor:
         mirror, dx, dy = self._views[view]
@@ -92,7 +102,9 @@ class PixelSpace:
 
     def describe(self) -> str:
         size = f"≤ {self.p.size}×{self.p.size}" if self.p.size else "full-size"
-        return f"{size} pixels, centred, unit length, matched over {len(self.views)} views (mirror, ±{self.p.shift} px)"
+        moves = f"moved up to ±{self.p.shift} px" if self.p.shift else "not moved"
+        mirror = "and mirrored, " if self.p.mirror else ""
+        return f"{size} pixels, centred, unit length, matched over {len(self.views)} views ({mirror}{moves})"
 
 
 # --------------------------------------------------------------------------- metrics
@@ -118,12 +130,13 @@ def _counts(ctx: EvalContext) -> str:
 class CopyingParams(AuditParams):
     cells: int = Field(0, ge=0, description="k-means cells of the training set; 0 = one per 40 held-out images (≤ 50)")
     min_per_cell: int = Field(5, ge=2, description="cells with fewer generated or held-out images are left out")
-    threshold: float = Field(3.0, gt=0, description="C_T below −threshold is flagged as copying")
+    alpha: float = Field(0.001, gt=0, lt=1, description="flag when C_T's one-sided p-value is below this")
     seed: int = 0
 
 
 class DataCopying:
-    """Meehan et al. (2020) data-copying test: C_T ≪ 0 when generated images hug the training set."""
+    """Meehan et al. (2020) data-copying test: C_T ≪ 0 when generated images hug the training set,
+    flagged by its p-value under the null (fresh images), not by a fixed C_T."""
 
     def __init__(self, **params):
         self.p = CopyingParams(**params)
@@ -133,28 +146,29 @@ class DataCopying:
 
     def __call__(self, ctx: EvalContext) -> dict[str, float]:
         d = distances(ctx, self.p.space)
-        held, held_points = d.held
         test = data_copying(
-            d.train, d.fake, d.fake_points, held, held_points, self.cells(ctx), self.p.min_per_cell, self.p.seed
+            d.train, d.views("fake"), d.views("holdout"), self.cells(ctx), self.p.min_per_cell, self.p.seed, ctx.device
         )
         return {
             "copying_ct": test.ct,
+            "copying_p": test.p_value,
             "copying_cells": float(test.cells),
             "copying_lowest_z": test.lowest_z,
-            "copying_flag": float(test.ct < -self.p.threshold),
+            "copying_flag": float(test.p_value < self.p.alpha),
         }
 
     def protocol(self, ctx: EvalContext) -> str:
         return (
             f"data copying (Meehan et al. 2020): C_T over {self.cells(ctx)} k-means cells of the training set, "
-            f"Mann-Whitney z per cell (≥ {self.p.min_per_cell} images of each), flagged below −{self.p.threshold:g}; "
+            f"nearest training image within the cell, Mann-Whitney z per cell (≥ {self.p.min_per_cell} images of "
+            f"each), flagged when its one-sided p < {self.p.alpha:g}; "
             f"{_space_text(ctx, self.p.space)}; {_counts(ctx)}"
         )
 
 
 class NearCopyParams(AuditParams):
     percentile: float = Field(5.0, gt=0, lt=100, description="of held-out→training distances: the near-copy radius")
-    alpha: float = Field(0.001, gt=0, lt=1, description="flag when the binomial test's p-value is below this")
+    alpha: float = Field(0.001, gt=0, lt=1, description="the flag's false-positive rate: each of its two tests at α/2")
 
 
 class NearCopies:
@@ -165,7 +179,7 @@ class NearCopies:
 
     def __call__(self, ctx: EvalContext) -> dict[str, float]:
         d = distances(ctx, self.p.space)
-        found = near_copies(d.fake, d.held[0], self.p.percentile)
+        found = near_copies(d.fake, d.held, self.p.percentile)
         return {
             "near_copy_rate": found.rate,
             "near_copy_expected": found.expected,
@@ -173,14 +187,14 @@ class NearCopies:
             "near_copy_p": found.p_value,
             "below_holdout_min": float(found.below_min),
             "below_holdout_min_p": found.below_min_p,
-            "near_copy_flag": float(min(found.p_value, found.below_min_p) < self.p.alpha),
+            "near_copy_flag": float(min(found.p_value, found.below_min_p) < self.p.alpha / 2),  # two tests
         }
 
     def protocol(self, ctx: EvalContext) -> str:
         return (
             f"near copies: generated images nearer to a training image than the {self.p.percentile:g}th percentile "
-            "of held-out→training distances, and nearer than every held-out image; one-sided binomial tests, "
-            f"flagged when either p < {self.p.alpha:g}; "
+            "of held-out→training distances, and nearer than every held-out image; exact beta-binomial tests, "
+            f"flagged when either p < {self.p.alpha:g}/2 (α = {self.p.alpha:g} for both); "
             f"{_space_text(ctx, self.p.space)}; {_counts(ctx)}"
         )
 
@@ -194,7 +208,7 @@ class Memorization:
 
     def __call__(self, ctx: EvalContext) -> dict[str, float]:
         space = distances(ctx, self.p.space)
-        values = {"memorization_distance": float(cosine_to_nearest(space.fake_views, space.train).mean())}
+        values = {"memorization_distance": float(cosine_to_nearest(space.views("fake"), space.train).mean())}
         if ctx.holdout is not None:
             values["memorization_holdout"] = float(cosine_to_nearest(space.views("holdout"), space.train).mean())
         return values

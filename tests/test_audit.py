@@ -19,7 +19,14 @@ from scipy.stats import binom, mannwhitneyu, norm
 from ganforge.audit.controls import planted_copies
 from ganforge.audit.neighbours import kmeans, nearest, nearest_of_views
 from ganforge.audit.run import audit
-from ganforge.audit.statistics import average_ranks, mann_whitney_u, near_copies, u_z_score
+from ganforge.audit.statistics import (
+    average_ranks,
+    cell_distances,
+    data_copying,
+    mann_whitney_u,
+    near_copies,
+    u_z_score,
+)
 from ganforge.cli import main
 from ganforge.config import ComponentRef
 from ganforge.errors import CheckpointError, GanforgeError
@@ -75,29 +82,99 @@ def test_mann_whitney_u_and_ranks_equal_scipy_with_ties():
     assert np.allclose(average_ranks(torch.from_numpy(np.concatenate([x, y]))).numpy(), rankdata(np.r_[x, y]))
 
 
-def test_u_z_score_equals_scipy_normal_approximation_without_ties():
+def test_u_z_score_is_meehans_continuity_corrected_normal_approximation():
     rng = np.random.default_rng(3)
     x, y = rng.normal(0, 1, 30), rng.normal(0.8, 1, 45)
     u = mann_whitney_u(torch.from_numpy(x), torch.from_numpy(y))
     z = u_z_score(u, 30, 45)
-    p = mannwhitneyu(x, y, method="asymptotic", use_continuity=False).pvalue
-    assert z < 0 and abs(z) == pytest.approx(norm.isf(p / 2), rel=1e-6)
+    assert z == pytest.approx((u - (30 * 45 / 2 - 0.5)) / math.sqrt(30 * 45 * 76 / 12))  # their mean − ½
+    p = mannwhitneyu(x, y, alternative="less", method="asymptotic", use_continuity=True).pvalue
+    assert z < 0 and norm.cdf(z) == pytest.approx(p, rel=1e-6)  # scipy's one-sided corrected test
 
 
-def test_near_copy_rate_threshold_and_binomial_p_by_hand():
+def meehan_reference_ct(fake, fake_cell, held, held_cell, train, train_cell, min_per_cell):
+    """C_T as Meehan et al.'s code computes it, in numpy/scipy: nearest training point in the cell,
+    scipy's U of the generated sample, mean mn/2 − ½, weights by held-out share."""
+    from scipy.spatial.distance import cdist
+
+    zs, weights = [], []
+    for c in np.unique(np.r_[fake_cell, held_cell]):
+        f, h, t = fake[fake_cell == c], held[held_cell == c], train[train_cell == c]
+        if len(f) < min_per_cell or len(h) < min_per_cell:
+            continue
+        lf, lh = cdist(f, t).min(1), cdist(h, t).min(1)
+        u = mannwhitneyu(lf, lh, alternative="less").statistic
+        m, n = len(lf), len(lh)
+        zs.append((u - (n * m / 2 - 0.5)) / np.sqrt(n * m * (n + m + 1) / 12))
+        weights.append(len(h) / len(held))
+    zs, weights = np.array(zs), np.array(weights)
+    return weights.dot(zs) / weights.sum(), norm.cdf(weights.dot(zs) / np.sqrt((weights**2).sum()))
+
+
+def test_data_copying_equals_meehans_reference_computation():
+    g = torch.Generator().manual_seed(8)
+    centres = torch.tensor([[0.0, 0.0, 0.0], [8.0, 0.0, 0.0], [0.0, 8.0, 0.0], [0.0, 0.0, 8.0]])
+    train = torch.cat([c + torch.randn(60, 3, generator=g) for c in centres])
+    held = torch.cat([c + torch.randn(15, 3, generator=g) for c in centres])
+    fresh = (centres[1:, None] + torch.randn(3, 50, 3, generator=g)).reshape(-1, 3)
+    fake = torch.cat([train[:40] + 0.05 * torch.randn(40, 3, generator=g), fresh])
+    mirrored = -fake  # a second view that never matches better
+    test = data_copying(train, [fake, mirrored], [held, -held], cells=4, min_per_cell=5, seed=0)
+    centroids = kmeans(train, 4, 0)
+    cells = [nearest(x, centroids)[1].numpy() for x in (fake, held, train)]
+    ct, p = meehan_reference_ct(fake.numpy(), cells[0], held.numpy(), cells[1], train.numpy(), cells[2], 5)
+    assert test.ct == pytest.approx(ct, rel=1e-9) and test.p_value == pytest.approx(p, rel=1e-9)
+    assert test.cells == 4 and test.ct < 0  # the 40 near-copies in cell 0 pull C_T down
+
+
+def test_the_views_of_a_point_give_its_smallest_within_cell_distance():
+    train = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    train_cell = torch.tensor([0, 1])
+    points, cell = torch.tensor([[9.0, 0.0]]), torch.tensor([0])  # in cell 0, though nearer to cell 1's point
+    found = cell_distances([points, torch.tensor([[0.5, 0.0]])], cell, train, train_cell)
+    assert found.tolist() == [0.5]  # the second view, measured to cell 0's training point only
+
+
+def beta_binomial_sf(hits: int, m: int, a: float, b: float) -> float:
+    """P(X ≥ hits) for X ~ BetaBinomial(m, a, b), summed from its definition."""
+
+    def log_beta(x, y):
+        return math.lgamma(x) + math.lgamma(y) - math.lgamma(x + y)
+
+    return sum(math.comb(m, x) * math.exp(log_beta(x + a, m - x + b) - log_beta(a, b)) for x in range(hits, m + 1))
+
+
+def test_near_copy_counts_and_their_exact_beta_binomial_p_values():
     rng = np.random.default_rng(4)
     held, fake = rng.uniform(1, 2, 200), np.r_[rng.uniform(0, 0.5, 30), rng.uniform(1, 2, 170)]
     found = near_copies(torch.from_numpy(fake), torch.from_numpy(held), percentile=5)
-    threshold = np.quantile(held, 0.05)
-    hits = int((fake < threshold).sum())
-    assert found.threshold == pytest.approx(threshold) and found.rate == hits / 200 and found.expected == 0.05
-    assert found.p_value == pytest.approx(
-        sum(math.comb(200, k) * 0.05**k * 0.95 ** (200 - k) for k in range(hits, 201))
-    )
-    assert found.p_value == pytest.approx(binom.sf(hits - 1, 200, 0.05))
+    radius = np.sort(held)[9]  # the 10th smallest of 200: 5 %
+    hits = int((fake < radius).sum())
+    assert found.threshold == pytest.approx(radius) and found.rate == hits / 200
+    assert found.expected == pytest.approx(10 / 201)
+    assert found.p_value == pytest.approx(beta_binomial_sf(hits, 200, 10, 191), rel=1e-9)
     below = int((fake < held.min()).sum())
     assert found.below_min == below >= 30
-    assert found.below_min_p == pytest.approx(binom.sf(below - 1, 200, 1 / 201))
+    assert found.below_min_p == pytest.approx(beta_binomial_sf(below, 200, 1, 200), rel=1e-9)
+
+
+def test_near_copy_tests_hold_their_alpha_on_null_data_where_the_binomial_test_did_not():
+    """Fresh images and held-out images drawn alike: the flag's rate stays at α; the binomial test
+    that treats the held-out radius as known flags several times as often."""
+    g = torch.Generator().manual_seed(0)
+    replicates, alpha = 2000, 0.05
+    exact = binomial = 0
+    for _ in range(replicates):
+        held, fake = (
+            torch.rand(100, generator=g, dtype=torch.float64),
+            torch.rand(400, generator=g, dtype=torch.float64),
+        )
+        found = near_copies(fake, held, percentile=5)
+        exact += found.p_value < alpha
+        binomial += binom.sf(round(found.rate * 400) - 1, 400, 0.05) < alpha
+    upper = binom.ppf(0.999, replicates, alpha) / replicates  # sampling error of the simulation
+    assert exact / replicates <= upper
+    assert binomial / replicates > 3 * alpha
 
 
 def test_a_few_copies_among_fresh_images_are_flagged(phantom_split, registry, tmp_path):

@@ -7,12 +7,37 @@ memo, keyed by the feature space, so each space's nearest-neighbour search runs 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import overload
+
 import torch
 
 from ..config import ComponentRef
 from ..evaluation import EvalContext
 from ..kinds import FeatureSpace
 from .neighbours import nearest_of_views
+
+
+class Views(Sequence[torch.Tensor]):
+    """The features of every view of one set, the images as they are first, each computed when
+    read: a space with many views (the pixel space's shifts) never holds them all at once."""
+
+    def __init__(self, space: FeatureSpace, ctx: EvalContext, side: str):
+        self._space, self._ctx, self._side = space, ctx, side
+
+    def __len__(self) -> int:
+        return len(self._space.views)
+
+    @overload
+    def __getitem__(self, view: int) -> torch.Tensor: ...
+    @overload
+    def __getitem__(self, view: slice) -> list[torch.Tensor]: ...
+    def __getitem__(self, view: int | slice) -> torch.Tensor | list[torch.Tensor]:
+        if isinstance(view, slice):
+            return [self[v] for v in range(len(self))[view]]
+        if not -len(self) <= view < len(self):
+            raise IndexError(view)
+        return self._space(self._ctx, self._side, view=view % len(self))
 
 
 class Distances:
@@ -24,21 +49,18 @@ class Distances:
     def __init__(self, ctx: EvalContext, space: FeatureSpace):
         self.space, self._ctx = space, ctx
         self.train = space(ctx, "real")
-        self.fake_views = self.views("fake")
-        self.fake_points = self.fake_views[0]
-        self.fake, self.fake_index, self.fake_view = nearest_of_views(self.fake_views, self.train, ctx.device)
-        self._held: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.fake, self.fake_index, self.fake_view = nearest_of_views(self.views("fake"), self.train, ctx.device)
+        self._held: torch.Tensor | None = None
 
-    def views(self, side: str) -> list[torch.Tensor]:
-        """The features of every view of one set, the images as they are first."""
-        return [self.space(self._ctx, side, view=v) for v in range(len(self.space.views))]
+    def views(self, side: str) -> Views:
+        """The features of every view of ``side`` ("fake", "holdout"), computed as they are read."""
+        return Views(self.space, self._ctx, side)
 
     @property
-    def held(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(distances, features) of the held-out set; an error when the context has none."""
+    def held(self) -> torch.Tensor:
+        """The held-out images' distances; an error when the context has none."""
         if self._held is None:
-            views = self.views("holdout")
-            self._held = nearest_of_views(views, self.train, self._ctx.device)[0], views[0]
+            self._held = nearest_of_views(self.views("holdout"), self.train, self._ctx.device)[0]
         return self._held
 
 

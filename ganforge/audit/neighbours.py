@@ -8,6 +8,8 @@ seconds on a GPU (``benchmarks/audit_neighbours.py``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 QUERY_CHUNK = 2048
@@ -55,11 +57,12 @@ def nearest(
 
 
 def nearest_of_views(
-    views: list[torch.Tensor], refs: torch.Tensor, device: torch.device | str | None = None
+    views: Iterable[torch.Tensor], refs: torch.Tensor, device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The nearest reference over several views of each query (e.g. the image, mirrored, shifted).
 
-    Returns ``(distances [N], indices [N], view [N])``: which view was the closest.
+    Returns ``(distances [N], indices [N], view [N])``: which view was the closest. Each view is
+    read once and not kept (views may be computed as they are read).
     """
     found = [nearest(v, refs, device) for v in views]
     distances = torch.stack([d for d, _ in found])

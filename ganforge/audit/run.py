@@ -89,7 +89,7 @@ def audit(
     written = []
     for space in _spaces(refs, registry):
         found = distances(ctx, space)
-        held = found.held[0]
+        held = found.held
         chosen = closest_pairs(found.fake, found.fake_index, found.fake_view, found.space.views, pairs)
         title = (
             f"closest generated/training pairs, {found.space.describe()}\n"

@@ -1,16 +1,24 @@
 """The statistics of the privacy audit, computed from nearest-neighbour distances.
 
-Three questions, each answered against what real images the generator never saw look like:
+Every test compares generated images with held-out real images, which training never saw. Under
+the null hypothesis (the generator draws fresh images, like the held-out ones) a generated and a
+held-out image's distances to the training set are exchangeable; the tests are exact or
+asymptotically exact under that hypothesis *with the held-out set as it was drawn*: what is
+estimated from the held-out set (a percentile, a minimum) is treated as the random quantity it is.
+``benchmarks/audit_calibration.py`` measures each test's false-positive rate in null simulations.
 
-* **Data copying** (Meehan, Chaudhuri & Dasgupta, AISTATS 2020). Partition the space into cells
-  (k-means on the training features). In each cell compare the distances from generated images to
-  their nearest training image with those of held-out real images, by the Mann-Whitney U test;
-  ``C_T`` is the average of the cells' z-scores weighted by their share of held-out images.
-  Generated images that sit closer to the training set than fresh real images do (``C_T ≪ 0``)
-  are copying it.
-* **Near copies.** The fraction of generated images closer to a training image than the
-  ``percentile``-th percentile of held-out→training distances; a generator that does not copy
-  gives about ``percentile`` %, a binomial test says whether the excess is chance.
+* **Data copying** (Meehan, Chaudhuri & Dasgupta, AISTATS 2020), as their reference code computes
+  it: cells are the k-means cells of the training features; in each cell, each generated and
+  held-out point's distance to its nearest training point *of that cell*; a Mann-Whitney z-score
+  (with their continuity correction) per cell; ``C_T`` the average of the z-scores weighted by
+  the cells' share of held-out points. ``C_T ≪ 0``: generated images hug the training set. Its
+  p-value: the cells' z-scores are independent N(0, 1) under the null, so C_T is normal with
+  standard deviation √Σw² / Σw (Meehan et al. read C_T against a fixed −3 instead).
+* **Near copies.** The number of generated images nearer to a training image than the k-th
+  nearest held-out image (k from ``percentile``), and than the nearest one. For a fresh image the
+  chance to fall below the k-th of n held-out distances is Beta(k, n + 1 − k)-distributed, so the
+  count is beta-binomial: the p-values are exact (a binomial test at k / (n + 1) would treat the
+  estimated radius as known, and flags fresh images far more often than its α).
 * **Memorization distance** (the MiFID term: Bai et al. 2021): the mean over generated images of
   the cosine distance to the closest training image, beside the same figure for held-out images.
 """
@@ -18,6 +26,7 @@ Three questions, each answered against what real images the generator never saw 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -45,88 +54,135 @@ def mann_whitney_u(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def u_z_score(u: float, m: int, n: int) -> float:
-    """z-score of U under the null hypothesis (no tie correction, as Meehan et al.)."""
-    return (u - m * n / 2) / math.sqrt(m * n * (m + n + 1) / 12)
+    """z-score of U under the null hypothesis, as Meehan et al.'s code: U + ½ (continuity
+    correction towards the mean for the lower tail), no tie correction."""
+    return (u + 0.5 - m * n / 2) / math.sqrt(m * n * (m + n + 1) / 12)
 
 
 @dataclass(frozen=True)
 class CopyingTest:
     ct: float  # Meehan et al.'s C_T: ≪ 0 copying, ≫ 0 underfitting, ≈ 0 neither
+    p_value: float  # one-sided (copying): P(C_T this low or lower) for a generator of fresh images
     cells: int  # cells with enough generated and held-out images to enter C_T
     lowest_z: float  # the most copying-like cell's z-score
 
 
-def data_copying(
+def cell_distances(
+    views: Sequence[torch.Tensor],
+    cell: torch.Tensor,
     train: torch.Tensor,
-    fake_distances: torch.Tensor,
-    fake_points: torch.Tensor,
-    held_distances: torch.Tensor,
-    held_points: torch.Tensor,
-    cells: int,
-    min_per_cell: int,
-    seed: int,
-) -> CopyingTest:
-    """Meehan et al.'s test from the nearest-training-image distances of generated and held-out points.
+    train_cell: torch.Tensor,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Each point's distance to the nearest training point in its own cell, the smallest over its
+    ``views`` (each ``[N, D]``, read once); ``inf`` in a cell no training point falls in."""
+    best = torch.full((len(cell),), math.inf)
+    for view in views:
+        for c in cell.unique().tolist():
+            rows, refs = cell == c, train[train_cell == c]
+            if len(refs):
+                best[rows] = torch.minimum(best[rows], nearest(view[rows], refs, device)[0])
+    return best
 
-    ``train``, ``fake_points`` and ``held_points`` are features in the same space; the cells are
-    the k-means cells of ``train``.
+
+def copying_test(
+    fake_distances: torch.Tensor,
+    fake_cell: torch.Tensor,
+    held_distances: torch.Tensor,
+    held_cell: torch.Tensor,
+    min_per_cell: int,
+) -> CopyingTest:
+    """C_T and its p-value from within-cell distances (:func:`cell_distances`) and cell labels.
+
+    A cell enters when it holds ``min_per_cell`` generated and as many held-out points (Meehan et
+    al.'s code asks a share τ of generated points, and fails on a cell without held-out points).
     """
-    centroids = kmeans(train, cells, seed)
-    fake_cell, held_cell = nearest(fake_points, centroids)[1], nearest(held_points, centroids)[1]
-    weighted, weights, used, lowest = 0.0, 0.0, 0, math.inf
-    for cell in range(len(centroids)):
-        f, h = fake_distances[fake_cell == cell], held_distances[held_cell == cell]
+    weighted, weights, squares, used, lowest = 0.0, 0.0, 0.0, 0, math.inf
+    for c in torch.cat([fake_cell, held_cell]).unique().tolist():
+        f, h = fake_distances[fake_cell == c], held_distances[held_cell == c]
         if len(f) < min_per_cell or len(h) < min_per_cell:
             continue
         z = u_z_score(mann_whitney_u(f, h), len(f), len(h))
-        share = len(h) / len(held_distances)
-        weighted, weights, used, lowest = weighted + share * z, weights + share, used + 1, min(lowest, z)
+        w = len(h) / len(held_distances)
+        weighted, weights, squares = weighted + w * z, weights + w, squares + w * w
+        used, lowest = used + 1, min(lowest, z)
     if used == 0:
         raise ValueError(
             f"data copying: no cell holds {min_per_cell} generated and {min_per_cell} held-out images; "
             "use more images, fewer cells or a lower min_per_cell"
         )
-    return CopyingTest(weighted / weights, used, lowest)
+    ct = weighted / weights
+    return CopyingTest(ct, _normal_cdf(ct * weights / math.sqrt(squares)), used, lowest)
+
+
+def data_copying(
+    train: torch.Tensor,
+    fake_views: Sequence[torch.Tensor],
+    held_views: Sequence[torch.Tensor],
+    cells: int,
+    min_per_cell: int,
+    seed: int,
+    device: torch.device | str | None = None,
+) -> CopyingTest:
+    """Meehan et al.'s test of generated against held-out points (each given as its views, the
+    point as it is first), in cells that are the k-means cells of ``train``."""
+    centroids = kmeans(train, cells, seed)
+    train_cell = nearest(train, centroids, device)[1]
+    fake_cell, held_cell = nearest(fake_views[0], centroids, device)[1], nearest(held_views[0], centroids, device)[1]
+    return copying_test(
+        cell_distances(fake_views, fake_cell, train, train_cell, device),
+        fake_cell,
+        cell_distances(held_views, held_cell, train, train_cell, device),
+        held_cell,
+        min_per_cell,
+    )
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2))
 
 
 @dataclass(frozen=True)
 class NearCopies:
-    rate: float  # fraction of generated images nearer to a training image than the threshold
-    threshold: float  # the held-out percentile, as a distance
-    expected: float  # the rate a generator of fresh images gives: percentile / 100
-    p_value: float  # one-sided binomial test of rate > expected
+    rate: float  # fraction of generated images nearer to a training image than the radius
+    threshold: float  # the radius: the k-th smallest held-out distance
+    expected: float  # the rate a generator of fresh images gives on average: k / (n + 1)
+    p_value: float  # one-sided beta-binomial test of that many or more
     below_min: int  # generated images nearer than every held-out image
-    below_min_p: float  # one-sided binomial test against 1 / (held-out images + 1)
+    below_min_p: float  # the same test at k = 1
+
+
+def below_order_statistic(fake_distances: torch.Tensor, held_sorted: torch.Tensor, k: int) -> tuple[int, float]:
+    """(generated distances below the k-th smallest held-out one, the exact p-value of that many).
+
+    For a fresh image, P(below the k-th of n exchangeable held-out distances) is Beta(k, n + 1 − k)
+    over held-out sets; the count of m fresh images is beta-binomial (m, k, n + 1 − k). Ties count
+    as not below (conservative).
+    """
+    from scipy.stats import betabinom
+
+    n = len(held_sorted)
+    hits = int((fake_distances < held_sorted[k - 1]).sum())
+    return hits, float(betabinom.sf(hits - 1, len(fake_distances), k, n + 1 - k))
 
 
 def near_copies(fake_distances: torch.Tensor, held_distances: torch.Tensor, percentile: float) -> NearCopies:
     """How many generated images are closer to the training set than nearly all fresh real images.
 
-    Two counts, each with a one-sided binomial test: below the ``percentile`` of the held-out
-    distances (a rate of near copies), and below the smallest held-out distance (a few copies in
-    many fresh images: a fresh image falls below the minimum of n exchangeable held-out ones with
-    probability 1 / (n + 1)).
+    Two counts, each with its exact test: below the k-th smallest held-out distance, k the
+    ``percentile`` of the n held-out images (rounded up, at least 1): a rate of near copies; and
+    below the smallest: a few copies among many fresh images.
     """
-    from scipy.stats import binomtest
-
-    n = len(fake_distances)
-    threshold = float(torch.quantile(held_distances.double(), percentile / 100))
-    hits = int((fake_distances < threshold).sum())
-    expected = percentile / 100
-    below_min = int((fake_distances < held_distances.min()).sum())
-    return NearCopies(
-        hits / n,
-        threshold,
-        expected,
-        float(binomtest(hits, n, expected, alternative="greater").pvalue),
-        below_min,
-        float(binomtest(below_min, n, 1 / (len(held_distances) + 1), alternative="greater").pvalue),
-    )
+    held = held_distances.double().sort().values
+    k = max(1, math.ceil(percentile / 100 * len(held)))
+    hits, p = below_order_statistic(fake_distances.double(), held, k)
+    below_min, below_min_p = below_order_statistic(fake_distances.double(), held, 1)
+    return NearCopies(hits / len(fake_distances), float(held[k - 1]), k / (len(held) + 1), p, below_min, below_min_p)
 
 
-def cosine_to_nearest(views: list[torch.Tensor], train: torch.Tensor) -> torch.Tensor:
+def cosine_to_nearest(views: Iterable[torch.Tensor], train: torch.Tensor) -> torch.Tensor:
     """``1 − cos`` between each point and its most similar training point, the smallest over the
     point's views (on unit vectors ``‖a − b‖² = 2 − 2 cos``, so the Euclidean search finds it)."""
     unit = torch.nn.functional.normalize
-    distances = nearest_of_views([unit(v.float(), dim=1) for v in views], unit(train.float(), dim=1))[0]
+    distances = nearest_of_views((unit(v.float(), dim=1) for v in views), unit(train.float(), dim=1))[0]
     return distances.square() / 2

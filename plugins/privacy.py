@@ -13,7 +13,6 @@ See docs/privacy.md.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from ganforge_plugins.metrics import FeatureParams, extractor_text
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,22 +50,16 @@ class PixelParams(BaseModel):
     )
 
 
-def _shifted(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
-    """``x`` moved by (dx, dy) pixels, the edge row or column repeated into the gap (no wrap-around)."""
-    pad = (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0))
-    padded = F.pad(x, pad, mode="replicate")
-    h, w = x.shape[-2:]
-    top, left = max(-dy, 0), max(-dx, 0)
-    return padded[..., top : top + h, left : left + w]
-
-
 class PixelSpace:
     """Pixels, area-resized, centred and scaled to unit length, matched as they are, mirrored and
     moved: an exact, flipped or slightly moved copy lies far closer than any other image.
 
-    The moves are every (dx, dy) with |dx|, |dy| ≤ ``shift`` at the images' own resolution,
-    before the area reduction, so a copy moved by a pixel of a 64×64 image is matched exactly.
-    Only the image as it is is kept in memory; the other views are computed when read.
+    Moves are matched without padding: every image is compared through a window that leaves out
+    ``shift`` pixels at each border, the training image's window centred, the generated (or
+    held-out) image's displaced by each (dx, dy) with |dx|, |dy| ≤ ``shift`` at full resolution,
+    before the area reduction. A copy moved by (dx, dy) then shows the training image's own
+    pixels in that view, exactly. Only the windows as they are are kept in memory; the other
+    views are computed when read.
     """
 
     def __init__(self, **params):
@@ -80,29 +73,30 @@ class PixelSpace:
 
     @staticmethod
     def _name(mirror: bool, dx: int, dy: int) -> str:
-        parts = (["mirrored"] if mirror else []) + ([f"shifted ({dx:+d}, {dy:+d}) px"] if dx or dy else [])
+        parts = (["mirrored"] if mirror else []) + ([f"moved ({dx:+d}, {dy:+d}) px"] if dx or dy else [])
         return ", ".join(parts) or "as is"
 
     def __call__(self, ctx: EvalContext, side: str, view: int = 0) -> torch.Tensor:
         if view:
             return self._embed(ctx.images(side), view)
-        return ctx.memo(("pixels", self.p.size, side), lambda: self._embed(ctx.images(side), 0))
+        return ctx.memo(("pixels", self.p.size, self.p.shift, side), lambda: self._embed(ctx.images(side), 0))
 
     def _embed(self, images: torch.Tensor, view: int) -> torch.Tensor:
         mirror, dx, dy = self._views[view]
+        s, r = self.p.shift, images.shape[-1]
+        if r < 4 * s:
+            raise ValueError(f"pixels space: shift = {s} needs images of at least {4 * s}×{4 * s}, not {r}×{r}")
         chunks = []
         for start in range(0, len(images), 1024):
             x = images[start : start + 1024].float()
             if mirror:
                 x = x.flip(-1)
-            if dx or dy:
-                x = _shifted(x, dx, dy)
-            chunks.append(pixel_embedding(x, self.p.size))
+            chunks.append(pixel_embedding(x[..., s + dy : r - s + dy, s + dx : r - s + dx], self.p.size))
         return torch.cat(chunks)
 
     def describe(self) -> str:
         size = f"≤ {self.p.size}×{self.p.size}" if self.p.size else "full-size"
-        moves = f"moved up to ±{self.p.shift} px" if self.p.shift else "not moved"
+        moves = f"moved up to ±{self.p.shift} px, {self.p.shift} px borders left out" if self.p.shift else "not moved"
         mirror = "and mirrored, " if self.p.mirror else ""
         return f"{size} pixels, centred, unit length, matched over {len(self.views)} views ({mirror}{moves})"
 

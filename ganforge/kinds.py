@@ -268,11 +268,15 @@ class Analyser(Protocol):
     images optimised against a classifier cannot have been tuned to fool.
 
     Takes uint8 ``[N, C, R, R]``; returns float multi-hot ``[N, K]`` over ``label_names``.
+    ``assessable(images)`` returns ``[N]`` bool: which images the procedure can read at all (an
+    image of noise has no findings to measure, and must not be counted as having none).
     """
 
     label_names: list[str]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def assessable(self, images: torch.Tensor) -> torch.Tensor: ...
 
 
 @runtime_checkable

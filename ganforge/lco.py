@@ -45,6 +45,7 @@ from .images import to_float, to_uint8
 from .kinds import Analyser
 
 NO_FINDING = "No Finding"
+NOT_ASSESSABLE = "not assessable"  # an image the ground truth cannot read (Measured Findings)
 
 
 def parse_labels(text: str, names: list[str]) -> torch.Tensor:
@@ -323,15 +324,28 @@ def summarise(
             "probability": _requested_probabilities(probs, names, target),
             **_label_agreement((probs >= 0.5).float(), names, target),
         }
+    warnings = []
     if analyser is not None:
         order = [analyser.label_names.index(n) for n in names]
-        record["ground_truth"] = _label_agreement(analyser(result.images)[:, order], names, target)
+        readable = analyser.assessable(result.images)
+        record["ground_truth"] = {
+            **_label_agreement(analyser(result.images[readable])[:, order], names, target),
+            "not_assessable": _mean((~readable).float()),
+        }
+        if not readable.all():
+            warnings.append(
+                f"{int((~readable).sum())} of {len(readable)} accepted images are not assessable by the ground "
+                "truth (not a phantom radiograph to it); its figures count only the others"
+            )
     independent = [record[key]["carried"] for key in ("judge", "ground_truth") if key in record]
     if len(result.images) and any(value is not None and value < 0.5 for value in independent):
-        record["warning"] = (
+        warnings.insert(
+            0,
             "most accepted images do not carry the requested findings by the independent check: "
-            "the classifier(s) were fooled, or disagree with it"
+            "the classifier(s) were fooled, or disagree with it",
         )
+    if warnings:
+        record["warning"] = "; ".join(warnings)
     return record
 
 
@@ -391,9 +405,11 @@ def build_archive(
             probs = judge.probabilities(accepted, device)
             columns.update({f"Judge P({name})": probs[:, judge.names.index(name)].tolist() for name in names})
         if analyser is not None:
-            measured = analyser(accepted)
+            measured, readable = analyser(accepted), analyser.assessable(accepted).tolist()
             found = lambda row: "|".join(n for n, on in zip(analyser.label_names, row) if on) or NO_FINDING  # noqa: E731
-            columns["Measured Findings"] = [found(row) for row in measured.tolist()]
+            columns["Measured Findings"] = [
+                found(row) if ok else NOT_ASSESSABLE for row, ok in zip(measured.tolist(), readable)
+            ]
     stacked = torch.stack(labels) if labels else torch.empty(0, len(names))
     return Archive(accepted, stacked, names, records, columns)
 
@@ -412,7 +428,7 @@ def summary_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[st
     """Table headers and rows of :func:`summarise` records (the judge and ground-truth columns when present)."""
     headers = ["labels", "accepted", "tried", "acceptance", "mean steps", "s / image", "P (optimised)"]
     judged, measured = any("judge" in r for r in records), any("ground_truth" in r for r in records)
-    headers += ["P (judge)"] * judged + ["measured: requested", "measured: exact"] * measured
+    headers += ["P (judge)"] * judged + ["measured: requested", "measured: exact", "not assessable"] * measured
     rows = []
     for r in records:
         optimised = [_average(p) for p in r["classifiers"].values()]
@@ -422,7 +438,8 @@ def summary_rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[st
             _fmt(_average(optimised), ".2f"),
         ]
         row += [_fmt(_average(r["judge"]["probability"]), ".2f")] if judged else []
-        row += [_fmt(r["ground_truth"][key], ".0%") for key in ("carried", "exact")] if measured else []
+        keys = ("carried", "exact", "not_assessable")
+        row += [_fmt(r["ground_truth"][key], ".0%") for key in keys] if measured else []
         rows.append(row)
     return headers, rows
 

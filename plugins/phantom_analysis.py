@@ -17,11 +17,19 @@ Each score has one threshold: the one that maximises balanced accuracy on 2,000 
 whose labels are known (seed 1,000,003, prevalence 0.5; ``calibrated_thresholds`` recomputes
 them, and a test checks the shipped values). The regions were chosen by measuring separability on
 phantoms of another seed; ``docs/pggan.md`` gives the agreement on held-out phantoms.
+
+The measurements mean something only on a phantom radiograph, so :meth:`PhantomAnalyser.assessable`
+first asks whether an image is one: how close it comes to the nearest of 4,000 rendered phantoms
+of its version, at 8×8 and at 32×32 pixels (centred, unit length: constant images are far from
+everything), each within what 99.9 % of 2,000 other rendered phantoms show. Noise, blank or
+saturated images and real chest X-rays are not assessable (``tests/test_phantom_analysis.py``,
+docs/pggan.md).
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -29,18 +37,25 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from ganforge import hookimpl
+from ganforge.audit.neighbours import nearest
+from ganforge.diversity import pixel_embedding
 
 from .phantom import FINDINGS, render_phantoms
 
 SIZE = 64  # measurements are made at this resolution; other sizes are resampled to it
 
 
-def _normalise(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[N, C, R, R]`` → float ``[N, 64, 64]`` with lung ≈ 0 and soft tissue ≈ 1."""
+def _grey(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[N, C, R, R]`` → float ``[N, 64, 64]`` in [0, 1]."""
     x = images.float().mean(1, keepdim=True) / 255
     if x.shape[-1] != SIZE:
         x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", antialias=True, align_corners=False)
-    x = x[:, 0]
+    return x[:, 0]
+
+
+def _normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[N, C, R, R]`` → float ``[N, 64, 64]`` with lung ≈ 0 and soft tissue ≈ 1."""
+    x = _grey(images)
     body = x[:, 58:62, 8:24].flatten(1).median(1).values  # below the diaphragm, image left
     lung = x[:, 12:40, 8:28].flatten(1).quantile(0.1, dim=1)  # the image-left lung field
     scale = (body - lung).clamp(min=0.02)
@@ -106,6 +121,33 @@ THRESHOLDS = (-6.0, -25.0, -277.0, 0.2386)  # calibrated_thresholds(*CALIBRATION
 THRESHOLDS_V2 = (0.0, -25.0, -205.0, 0.3014)
 
 
+REFERENCE = (4000, CALIBRATION[1] + 1)  # the rendered phantoms an image is compared with
+CHECK = (2000, CALIBRATION[1] + 2)  # the phantoms that set how close and how contrasted one must be
+TYPICAL = 0.999  # the share of rendered phantoms that pass
+EMBEDDINGS = (8, 32)  # pixels per side of the comparisons: coarse layout, finer structure
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What a rendered phantom of one version looks like, to tell one from other images."""
+
+    references: tuple[torch.Tensor, ...]  # [M, D] embeddings of rendered phantoms, one per size
+    radii: tuple[float, ...]  # distance to the nearest reference that TYPICAL of other phantoms stay within
+
+
+@functools.lru_cache(maxsize=2)
+def assessment(version: int) -> Assessment:
+    """Rendered once per version and process (a few seconds)."""
+    reference = render_phantoms(REFERENCE[0], SIZE, REFERENCE[1], 0.5, version=version)[0]
+    check = render_phantoms(CHECK[0], SIZE, CHECK[1], 0.5, version=version)[0]
+    references = tuple(pixel_embedding(reference, size) for size in EMBEDDINGS)
+    radii = tuple(
+        float(nearest(pixel_embedding(check, size), ref)[0].quantile(TYPICAL))
+        for size, ref in zip(EMBEDDINGS, references)
+    )
+    return Assessment(references, radii)
+
+
 class PhantomAnalyser:
     """Multi-hot findings ``[N, 4]`` measured from uint8 phantom-like images ``[N, C, R, R]``."""
 
@@ -120,6 +162,18 @@ class PhantomAnalyser:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return (finding_scores(images) >= self.thresholds).float()
+
+    def assessable(self, images: torch.Tensor) -> torch.Tensor:
+        """``[N]`` bool: which images are phantom radiographs the findings can be read from."""
+        if len(images) == 0:
+            return torch.zeros(0, dtype=torch.bool)
+        known = assessment(self.version)
+        x = _grey(images)[:, None]
+        near = [
+            nearest(pixel_embedding(x, size), ref)[0] <= radius
+            for size, ref, radius in zip(EMBEDDINGS, known.references, known.radii)
+        ]
+        return torch.stack(near).all(0)
 
 
 class PhantomAnalyserParams(BaseModel):

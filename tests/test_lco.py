@@ -19,6 +19,7 @@ from ganforge.lco import (
     parse_labels,
     random_views,
     summarise,
+    summary_rows,
 )
 from ganforge.plugins import load_registry
 
@@ -156,7 +157,10 @@ def test_summary_separates_the_requested_findings_from_the_exact_combination(mat
         label_names = list(FINDINGS)
 
         def __call__(self, images):
-            return measured
+            return measured[: len(images)]
+
+        def assessable(self, images):
+            return torch.ones(len(images), dtype=torch.bool)
 
     result = LCOResult(torch.zeros(4, 1, R, R, dtype=torch.uint8), tried=4)
     for combo, carried, exact in [("Cardiomegaly|Effusion", 2 / 4, 1 / 4), ("No Finding", 0.0, 0.0)]:
@@ -169,6 +173,22 @@ def test_summary_separates_the_requested_findings_from_the_exact_combination(mat
         "Effusion", parse_labels("Effusion", list(FINDINGS)), result, [matched_filter], CPU, None, Reader()
     )
     assert truth["ground_truth"]["requested_present"] == {"Effusion": 0.75} and truth["ground_truth"]["carried"] == 0.75
+
+
+def test_images_of_noise_are_not_assessable_and_the_summary_says_so(matched_filter, analyser):
+    """The issue's case: pure noise once read as Cardiomegaly 85 %, Lung_Opacity and Nodule 100 %."""
+    noise = torch.randint(0, 256, (6, 1, R, R), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    phantoms = render_phantoms(4, R, seed=31)[0]
+    result = LCOResult(torch.cat([noise, phantoms]), tried=10)
+    target = parse_labels("Cardiomegaly", list(FINDINGS))
+    record = summarise("Cardiomegaly", target, result, [matched_filter], CPU, analyser=analyser)
+    truth = record["ground_truth"]
+    assert truth["not_assessable"] == pytest.approx(0.6)
+    expected = analyser(phantoms)[:, 0].mean().item()  # the figures read the four phantoms only
+    assert truth["requested_present"]["Cardiomegaly"] == pytest.approx(expected)
+    assert "6 of 10 accepted images are not assessable" in record["warning"]
+    headers, rows = summary_rows([record])
+    assert rows[0][headers.index("not assessable")] == "60%"
 
 
 @pytest.mark.slow

@@ -109,7 +109,10 @@ class FindingRatesParams(BaseModel):
 
 
 class FindingRates:
-    """Share of generated and of real images in which the analyser finds each finding, and the largest gap."""
+    """Share of generated and of real images in which the analyser finds each finding, and the largest gap.
+
+    Rates are over the images the analyser can assess; ``not_assessable_fake`` / ``_real`` give the
+    share it cannot (a finding rate over images of noise would mean nothing)."""
 
     def __init__(self, **params):
         self.p = FindingRatesParams(**params)
@@ -118,8 +121,12 @@ class FindingRates:
         if ctx.registry is None:
             raise ValueError("finding_rates needs ctx.registry to build its analyser")
         analyser = ctx.registry.build("analyser", self.p.analyser, self.p.params)
-        rates = {side: analyser(ctx.images(side)).float().mean(0) for side in ("real", "fake")}
-        out = {}
+        rates, out = {}, {}
+        for side in ("real", "fake"):
+            images = ctx.images(side)
+            readable = analyser.assessable(images)
+            rates[side] = analyser(images[readable]).float().mean(0)  # NaN when none is readable
+            out[f"not_assessable_{side}"] = float((~readable).float().mean())
         for k, name in enumerate(analyser.label_names):
             out[f"{name}_fake"], out[f"{name}_real"] = float(rates["fake"][k]), float(rates["real"][k])
         out["largest_gap"] = float((rates["fake"] - rates["real"]).abs().max())

@@ -409,7 +409,7 @@ def as_recorded(data: Mapping[str, Any]) -> dict[str, Any]:
     Keys added since keep their meaning for what was written before them: a phantom without
     ``data.version`` was version 1 (version 2, the default since, renders other images); a
     spectral norm without ``scale`` had the unit scale; an experiment without ``d_augment`` or
-    ``regularize`` had none.
+    ``regularize`` had none; a multi-scale connection without ``fakes`` fed D G's own images.
     """
     out = dict(data)
     if "loss" in out:  # an experiment's config (classifier configs have no such keys)
@@ -421,6 +421,11 @@ def as_recorded(data: Mapping[str, Any]) -> dict[str, Any]:
             net = model.get(side)
             if isinstance(net, Mapping) and isinstance(net.get("weight_norms"), list):
                 model[side] = {**net, "weight_norms": [_unit_spectral(ref) for ref in net["weight_norms"]]}
+        connection = model.get("connection")
+        if connection == "multi_scale":
+            model["connection"] = {"name": "multi_scale", "fakes": "heads"}
+        elif isinstance(connection, Mapping) and connection.get("name") == "multi_scale" and "fakes" not in connection:
+            model["connection"] = {**connection, "fakes": "heads"}
     source = out.get("data")
     if isinstance(source, Mapping) and source.get("name") == "phantom" and "version" not in source:
         out["data"] = {**source, "version": 1}

@@ -123,3 +123,18 @@ def test_state_dict_names_are_those_every_weights_file_was_written_with(tmp_path
     plain, _ = tiny_model(tmp_path, "model.generator.attention_resolutions=[]")
     keys = set(build_generator(plain.model, registry).state_dict())
     assert "stages.8.conv1.parametrizations.weight.original" in keys and not any(".gamma" in k for k in keys)
+
+
+def test_a_run_recorded_before_fakes_existed_reads_as_heads_and_resumes(tmp_path):
+    from ganforge.checkpointing import same_experiment
+    from ganforge.config import as_recorded
+    from ganforge.errors import CheckpointError
+
+    config, _ = tiny_model(tmp_path)
+    recorded = config.to_dict()
+    del recorded["model"]["connection"]["fakes"]  # what a run written before the setting recorded
+    assert as_recorded(recorded)["model"]["connection"]["fakes"] == "heads"
+    same_experiment("run", as_recorded(recorded), config)  # resumes as it ran
+    pooled, _ = tiny_model(tmp_path, "model.connection.fakes='pooled'")
+    with pytest.raises(CheckpointError, match=r"config differs from the run's in model.connection.fakes$"):
+        same_experiment("run", as_recorded(recorded), pooled)

@@ -118,4 +118,6 @@ def test_examples_validate_and_differ_as_the_paper_says():
     assert msggan.model.generator.attention_resolutions == [] == msggan.model.discriminator.attention_resolutions
     assert [r.name for r in msggan.model.generator.weight_norms] == ["equalized_lr"]
     assert msggan.optim.params["lr"] == 0.003
-    assert demo.model.connection == samgan.model.connection and demo.loss == samgan.loss
+    assert demo.loss == samgan.loss
+    assert samgan.model.connection.params["fakes"] == "heads"  # MSG-GAN's connection, as published
+    assert demo.model.connection.params == {**samgan.model.connection.params, "fakes": "pooled"}  # no tell

@@ -19,7 +19,7 @@ binomial's). The figures of replicate 0 are checked against a full ``run_metrics
 same images, so the table measures the audit's own code.
 
     .venv/bin/python benchmarks/audit_calibration.py [--replicates 200] [--power-replicates 40]
-        [--spaces pixels,inception] [--train 1000] [--held 200] [--fake 500] [--pool 1600]
+        [--spaces pixels,inception] [--train 1000] [--held 200] [--fake 500] [--pool 2000]
 
 Minutes on 2 CPU cores for the pixel space at the defaults; the Inception pool adds one Inception
 pass per pool image and copy (about 8 × ``--pool``).
@@ -123,15 +123,9 @@ def score(
     held = nearest_of(held_views, train)
     centroids = kmeans(train, cells, 0)
     train_cell = nearest(train, centroids)[1]
-    query_cell, held_cell = nearest(query_views[0], centroids)[1], nearest(held_views[0], centroids)[1]
-    return Scored(
-        query,
-        query_cell,
-        cell_distances(query_views, query_cell, train, train_cell),
-        held,
-        held_cell,
-        cell_distances(held_views, held_cell, train, train_cell),
-    )
+    query_in_cell, query_cell = cell_distances(query_views, centroids, train, train_cell)
+    held_in_cell, held_cell = cell_distances(held_views, centroids, train, train_cell)
+    return Scored(query, query_cell, query_in_cell, held, held_cell, held_in_cell)
 
 
 def nearest_of(views: Sequence[torch.Tensor], train: torch.Tensor) -> torch.Tensor:
@@ -275,8 +269,10 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=1000)
     parser.add_argument("--held", type=int, default=200)
     parser.add_argument("--fake", type=int, default=500)
-    parser.add_argument("--pool", type=int, default=1600, help="Inception pool: fresh images (≥ train + held + fake)")
+    parser.add_argument("--pool", type=int, default=2000, help="Inception pool: fresh images (≥ train + held + fake)")
     args = parser.parse_args()
+    if "inception" in args.spaces and args.pool < args.train + args.held + args.fake:
+        parser.error(f"--pool {args.pool} is smaller than --train + --held + --fake")
     sys.stdout.reconfigure(line_buffering=True)
     print(hardware_summary(torch.device("cpu")))
     print(

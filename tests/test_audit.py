@@ -127,12 +127,14 @@ def test_data_copying_equals_meehans_reference_computation():
     assert test.cells == 4 and test.ct < 0  # the 40 near-copies in cell 0 pull C_T down
 
 
-def test_the_views_of_a_point_give_its_smallest_within_cell_distance():
+def test_each_view_is_measured_in_its_own_cell_and_the_closest_view_decides():
     train = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
-    train_cell = torch.tensor([0, 1])
-    points, cell = torch.tensor([[9.0, 0.0]]), torch.tensor([0])  # in cell 0, though nearer to cell 1's point
-    found = cell_distances([points, torch.tensor([[0.5, 0.0]])], cell, train, train_cell)
-    assert found.tolist() == [0.5]  # the second view, measured to cell 0's training point only
+    centroids, train_cell = train.clone(), torch.tensor([0, 1])
+    as_is, mirrored = torch.tensor([[4.0, 0.0], [6.0, 0.0]]), torch.tensor([[9.5, 0.0], [3.0, 0.0]])
+    distance, cell = cell_distances([as_is, mirrored], centroids, train, train_cell)
+    assert distance.tolist() == [0.5, 3.0] and cell.tolist() == [1, 0]  # point 0 by its mirrored view, in cell 1
+    alone, alone_cell = cell_distances([as_is], centroids, train, train_cell)
+    assert alone.tolist() == [4.0, 4.0] and alone_cell.tolist() == [0, 1]
 
 
 def beta_binomial_sf(hits: int, m: int, a: float, b: float) -> float:

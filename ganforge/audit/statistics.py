@@ -69,20 +69,31 @@ class CopyingTest:
 
 def cell_distances(
     views: Sequence[torch.Tensor],
-    cell: torch.Tensor,
+    centroids: torch.Tensor,
     train: torch.Tensor,
     train_cell: torch.Tensor,
     device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Each point's distance to the nearest training point in its own cell, the smallest over its
-    ``views`` (each ``[N, D]``, read once); ``inf`` in a cell no training point falls in."""
-    best = torch.full((len(cell),), math.inf)
-    for view in views:
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distance, cell) of each point: each of its ``views`` (``[N, D]`` each, read once) falls in
+    the cell of its nearest centroid and is measured to the nearest training point of that cell;
+    the point takes its closest view's distance and cell (a mirrored copy lies in its source's
+    cell only when mirrored). ``inf`` for a view in a cell no training point falls in."""
+
+    def within(view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cell = nearest(view, centroids, device)[1]
+        distance = torch.full((len(view),), math.inf)
         for c in cell.unique().tolist():
             rows, refs = cell == c, train[train_cell == c]
             if len(refs):
-                best[rows] = torch.minimum(best[rows], nearest(view[rows], refs, device)[0])
-    return best
+                distance[rows] = nearest(view[rows], refs, device)[0]
+        return distance, cell
+
+    found = (within(view) for view in views)
+    best, best_cell = next(found)
+    for distance, cell in found:
+        closer = distance < best
+        best, best_cell = torch.where(closer, distance, best), torch.where(closer, cell, best_cell)
+    return best, best_cell
 
 
 def copying_test(
@@ -92,7 +103,7 @@ def copying_test(
     held_cell: torch.Tensor,
     min_per_cell: int,
 ) -> CopyingTest:
-    """C_T and its p-value from within-cell distances (:func:`cell_distances`) and cell labels.
+    """C_T and its p-value from within-cell distances and cells (:func:`cell_distances`).
 
     A cell enters when it holds ``min_per_cell`` generated and as many held-out points (Meehan et
     al.'s code asks a share τ of generated points, and fails on a cell without held-out points).
@@ -125,17 +136,13 @@ def data_copying(
     device: torch.device | str | None = None,
 ) -> CopyingTest:
     """Meehan et al.'s test of generated against held-out points (each given as its views, the
-    point as it is first), in cells that are the k-means cells of ``train``."""
+    point as it is first), in cells that are the k-means cells of ``train``. With one view this
+    is their reference computation."""
     centroids = kmeans(train, cells, seed)
     train_cell = nearest(train, centroids, device)[1]
-    fake_cell, held_cell = nearest(fake_views[0], centroids, device)[1], nearest(held_views[0], centroids, device)[1]
-    return copying_test(
-        cell_distances(fake_views, fake_cell, train, train_cell, device),
-        fake_cell,
-        cell_distances(held_views, held_cell, train, train_cell, device),
-        held_cell,
-        min_per_cell,
-    )
+    fake, fake_cell = cell_distances(fake_views, centroids, train, train_cell, device)
+    held, held_cell = cell_distances(held_views, centroids, train, train_cell, device)
+    return copying_test(fake, fake_cell, held, held_cell, min_per_cell)
 
 
 def _normal_cdf(x: float) -> float:

@@ -8,7 +8,7 @@ interrupted one resumes. The table gives, per recipe and data set, over the seed
 whether the alarm fired, the last alarm figures (nearest-neighbour ratio, coverage, and coverage
 over the real-vs-real coverage of as many images), and FID at 1,000 steps and at the end.
 
-    .venv/bin/python benchmarks/recipes.py [--steps 3000] [--seeds 0,1,2] [--data phantom,real] [--only a,b]
+    .venv/bin/python benchmarks/recipes.py [--steps 3000] [--seeds 0,1,2] [--data phantom,real] [--only a,b] [--table]
 
 Targets for the default (issue 25): no alarm; coverage ≥ 0.8 of real-vs-real; ratio ≥ 0.9; FID
 lower at the end than at 1,000 steps. Hours on 2 CPU cores at the full protocol (30 runs).
@@ -109,6 +109,7 @@ def main() -> None:
     parser.add_argument("--data", default="phantom,real")
     parser.add_argument("--only", help="comma-separated recipe names")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "recipes")
+    parser.add_argument("--table", action="store_true", help="train nothing: the table of the finished runs")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], help="for every run, e.g. train.precision=bf16"
     )
@@ -123,14 +124,15 @@ def main() -> None:
         for recipe in recipes:
             for seed in seeds:
                 run = args.work / data / recipe / f"seed{seed}"
-                if not finished(run, args.steps):
+                if not finished(run, args.steps) and not args.table:
                     print(f"training {data} {recipe} seed {seed} → {run}")
                     overrides = [*data_sets, *EVAL, *RECIPES[recipe], f"seed={seed}", *args.overrides]
                     resume = run if (run / "checkpoints").is_dir() else None
                     api.train(
                         config_path, run, overrides=overrides, steps=args.steps, resume=resume, overwrite=resume is None
                     )
-            rows.append((data, recipe, [args.work / data / recipe / f"seed{s}" for s in seeds]))
+            runs = [args.work / data / recipe / f"seed{s}" for s in seeds]
+            rows.append((data, recipe, [run for run in runs if finished(run, args.steps)]))
     settings = api.load_experiment(ROOT / "examples" / "demo.toml", EVAL)[0].train.collapse
     ceilings = {
         data: real_coverage(DATA[data][0], DATA[data][1], settings.images, settings.size, settings.k)

@@ -37,18 +37,16 @@ class SkipHeads(ImageHeads):
 
     The image at scale r is the bilinearly upsampled image at r/2 plus a 1×1 conv of the features
     at r; the finest is the output. D gets it average-pooled to every scale, built as the real
-    pyramid is, so no scale contradicts another; each head still gets D's gradient directly
-    through every scale at or above its own. Same parameters as :class:`ImageHeads`.
+    pyramid is, so no scale contradicts another; each head still gets D's gradient directly, through
+    the sum, from every scale D reads. Same parameters as :class:`ImageHeads`.
     """
 
     def forward(self, features: dict[int, torch.Tensor]) -> list[torch.Tensor]:
-        image = None
-        for res, conv in self.to_image.items():  # coarse to fine
-            added = conv(features[int(res)])
-            if image is not None:
-                image = F.interpolate(image, scale_factor=2, mode="bilinear", align_corners=False)
-            image = added if image is None else image + added
-        assert image is not None
+        (coarsest, conv), *finer = self.to_image.items()  # coarse to fine
+        image = conv(features[int(coarsest)])
+        for res, conv in finer:
+            image = F.interpolate(image, scale_factor=2, mode="bilinear", align_corners=False)
+            image = image + conv(features[int(res)])
         return average_pyramid(image, [int(r) for r in self.to_image])
 
 

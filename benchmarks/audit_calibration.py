@@ -215,7 +215,7 @@ class InceptionPool:
         if index == 0:
             ctx = EvalContext(
                 self.images[train_i],
-                torch.cat([self.images[fake_i]]),
+                self.images[fake_i],
                 holdout=self.images[held_i],
                 registry=self.registry,
                 inception_weights=self.ctx.inception_weights,
@@ -248,7 +248,7 @@ def check_against_audit(ctx: EvalContext, scored: Scored, n_fake: int, registry,
 
 
 def mixture(rep: Replicate, kind: int, rate: float) -> torch.Tensor:
-    copies = round(rate * len(range(rep.fresh)))
+    copies = round(rate * rep.fresh)
     start = rep.fresh + kind * rep.per_kind
     return torch.cat([torch.arange(rep.fresh - copies), torch.arange(start, start + copies)])
 

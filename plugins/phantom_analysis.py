@@ -122,7 +122,7 @@ THRESHOLDS_V2 = (0.0, -25.0, -205.0, 0.3014)
 
 
 REFERENCE = (4000, CALIBRATION[1] + 1)  # the rendered phantoms an image is compared with
-CHECK = (2000, CALIBRATION[1] + 2)  # the phantoms that set how close and how contrasted one must be
+CHECK = (2000, CALIBRATION[1] + 2)  # the phantoms that set how close an image must come
 TYPICAL = 0.999  # the share of rendered phantoms that pass
 EMBEDDINGS = (8, 32)  # pixels per side of the comparisons: coarse layout, finer structure
 

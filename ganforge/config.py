@@ -178,6 +178,9 @@ class TrainConfig(Strict):
 class EvalConfig(Strict):
     metrics: list[Ref] = Field(default_factory=list, description='metric components, e.g. ["fid", "ms_ssim"]')
     n: int = Field(0, ge=0, description="images per set; 0 = the whole dataset")
+    batch_size: int = Field(
+        32, ge=1, description="images per generator and feature-extractor batch (lowered to what fits in memory)"
+    )
     every: int = Field(0, ge=0, description="evaluate every this many steps (0 = only at the end of training)")
     inception_weights: str = Field("", description="safetensors FID Inception weights ('' = env var, cache, download)")
     seed: int = Field(0, description="seed of the generated latents and the real subset")

@@ -9,6 +9,7 @@ step k and training to N gives the same weights as training to N without interru
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from pathlib import Path
 from typing import Any, cast
@@ -30,9 +31,11 @@ from .distributed import Distributed
 from .divergence import DivergenceCheck, gradient_norm, probe_state
 from .errors import GanforgeError
 from .evaluation import EvalContext, as_record, run_metrics, subset
+from .footprint import fitting_batch
 from .holdout import Split
 from .images import to_uint8
 from .kinds import Growth, ImageDataset
+from .memory import budget
 from .plugins import plugin_versions
 from .precision import Precision
 from .registry import Registry
@@ -325,11 +328,12 @@ class Trainer:
         ev, model = self.config.eval, self.config.model
         real = subset(self.data.images, ev.n, ev.seed)
         z = latents(len(real), model.latent_dim, ev.seed)[self.dist.span(len(real))]
-        mine = list(generate(self.G_ema, z, 64, self.device))
+        batch = self.evaluation_batch
+        mine = list(generate(self.G_ema, z, batch, self.device))
         fake = self.dist.gather(torch.cat(mine).cpu() if mine else torch.empty(0, 0, dtype=torch.uint8))
         weights = inception.resolve_weights(ev.inception_weights or None)
         held = self.split.holdout.images if self.split is not None else None
-        ctx = EvalContext(real, fake, self.device, weights, dist=self.dist, holdout=held)
+        ctx = EvalContext(real, fake, self.device, weights, batch, dist=self.dist, holdout=held)
         record = as_record(run_metrics(ev.metrics, self.registry, ctx), ctx)
         best = self.best.offer(record)
         if self.best.find(record) is None and not self._warned_best:
@@ -342,6 +346,13 @@ class Trainer:
             )
         self.dist.barrier()  # the others wait for rank 0's files
         return record
+
+    @functools.cached_property
+    def evaluation_batch(self) -> int:
+        """``eval.batch_size``, lowered to what the memory left beside training fits: the evaluation's peak
+        is one batch of the generator and of the feature extractor, whatever ``eval.n`` is."""
+        limit = budget(None, self.device)
+        return fitting_batch(self.config, self.registry, self.config.eval.batch_size, limit, "evaluation")
 
     def check_collapse(self) -> dict[str, float]:
         """The collapse alarm's figures for the EMA generator now (logged; a warning when they are low)."""

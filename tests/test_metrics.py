@@ -70,6 +70,34 @@ def test_kid_and_precision_recall_are_in_range():
     assert same["precision"] == same["recall"] == 1.0
 
 
+def improved_pr_numpy(real: np.ndarray, fake: np.ndarray, k: int) -> tuple[float, float]:
+    """Kynkäänniemi et al. 2019 with whole distance matrices: a sample is covered when it lies within
+    the k-th nearest-neighbour radius (self excluded) of some sample of the other set."""
+
+    def dist(a, b):
+        return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+
+    real_radius = np.sort(dist(real, real), axis=1)[:, k]
+    fake_radius = np.sort(dist(fake, fake), axis=1)[:, k]
+    precision = (dist(fake, real) <= real_radius[None, :]).any(1).mean()
+    recall = (dist(real, fake) <= fake_radius[None, :]).any(1).mean()
+    return float(precision), float(recall)
+
+
+def test_precision_recall_in_blocks_equals_whole_matrices():
+    """Row blocks (bounded memory) give the figures of the full n × n computation."""
+    rng = np.random.default_rng(3)
+    real = rng.normal(size=(150, 6)).astype(np.float32)
+    fake = (rng.normal(size=(120, 6)) + 1.0).astype(np.float32)
+    ctx = EvalContext(torch.zeros(1, 1, 8, 8, dtype=torch.uint8), torch.zeros(1, 1, 8, 8, dtype=torch.uint8))
+    ctx._memo[("real", "x", "8")], ctx._memo[("fake", "x", "8")] = torch.from_numpy(real), torch.from_numpy(fake)
+    precision, recall = improved_pr_numpy(real, fake, k=3)
+    assert 0.1 < precision < 0.99 and 0.1 < recall < 0.99  # a case where both figures can be wrong
+    for batch_size in (7, 1000):
+        pr = PrecisionRecall(extractor="x", layer="8", neighborhood=3, batch_size=batch_size)(ctx)
+        assert (pr["precision"], pr["recall"]) == pytest.approx((precision, recall), abs=1e-6)  # float32 means
+
+
 @pytest.mark.filterwarnings("ignore:TF32")
 def test_ms_ssim_identity_noise_and_pytorch_msssim_agreement():
     from pytorch_msssim import ms_ssim as reference

@@ -38,16 +38,22 @@ SN_UNIT, SN_INIT = ([SN.format(net=n, scale=s) for n in ("generator", "discrimin
 HEADS, SKIP, POOLED = ([f"model.connection.fakes='{f}'"] for f in ("heads", "skip", "pooled"))  # what D gets from G
 TTUR = ["optim.lr=0.0001", "optim_d={ name = 'adam', lr = 0.0004, betas = [0.0, 0.99] }"]  # SAGAN's
 NO_ATTENTION = [f"model.{n}.attention_resolutions=[]" for n in ("generator", "discriminator")]  # MSG-GAN
+DIFFAUGMENT = ["d_augment=['diffaugment']"]
+ADA = ["d_augment=[{ name = 'ada', speed_images = 20000, heuristic = 'relative' }]"]
+R1 = ["regularize=[{ name = 'r1', gamma = 1.0, every = 16 }]"]
 RECIPES = {  # each says its spectral-norm scale and generated pyramid: the demo's own may change
     "demo": [*SN_UNIT, *HEADS],  # the demo as it was before spectral norm's init scale
     "sn-init": [*SN_INIT, *HEADS],
-    "sn-init+diffaugment": [*SN_INIT, *HEADS, "d_augment=['diffaugment']"],
-    "sn-init+ada": [*SN_INIT, *HEADS, "d_augment=[{ name = 'ada', speed_images = 20000, heuristic = 'relative' }]"],
-    "sn-init+r1": [*SN_INIT, *HEADS, "regularize=[{ name = 'r1', gamma = 1.0, every = 16 }]"],
+    "sn-init+diffaugment": [*SN_INIT, *HEADS, *DIFFAUGMENT],
+    "sn-init+ada": [*SN_INIT, *HEADS, *ADA],
+    "sn-init+r1": [*SN_INIT, *HEADS, *R1],
     "sn-init+ttur": [*SN_INIT, *HEADS, *TTUR],
     "sn-init+ttur+diffaugment": [*SN_INIT, *HEADS, *TTUR, "d_augment=['diffaugment']"],
     "sn-init+skip": [*SN_INIT, *SKIP],
     "sn-init+pooled": [*SN_INIT, *POOLED],  # no multi-scale tell
+    "sn-init+pooled+diffaugment": [*SN_INIT, *POOLED, *DIFFAUGMENT],
+    "sn-init+pooled+ada": [*SN_INIT, *POOLED, *ADA],
+    "sn-init+pooled+r1": [*SN_INIT, *POOLED, *R1],
     "msggan-sn-init": [*SN_INIT, *HEADS, *NO_ATTENTION],
     "msggan-sn-init+pooled": [*SN_INIT, *POOLED, *NO_ATTENTION],
 }

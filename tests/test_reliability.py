@@ -751,6 +751,26 @@ def test_sample_picks_the_batch_that_fits_and_writes_the_same_images(weights, tm
     assert snapshot(tmp_path / "a") == snapshot(tmp_path / "b")
 
 
+def test_evaluation_generates_in_the_batch_that_fits_and_scores_the_same(tmp_path, monkeypatch):
+    """The evaluation's peak is one batch, lowered to the memory left; its figures do not depend on it."""
+    import ganforge.training
+    from ganforge.footprint import generation_estimate
+
+    path = write_tiny(tmp_path, extra='\n[eval]\nmetrics = ["ms_ssim", "diversity"]\nn = 40\n')
+    config, registry = load_config(path, load_registry)
+    room = generation_estimate(config, registry)
+    records = {}
+    for limit in (room.total(3) + room.per_item // 2, 2**40):  # room for 3 images, not 4; for all
+        monkeypatch.setattr(ganforge.training, "budget", lambda max_memory, device, limit=limit: limit)
+        RunDir(tmp_path / f"run{limit}").prepare(resume=False, overwrite=False, warn=print)
+        trainer = Trainer(config, registry, tmp_path / f"run{limit}", device="cpu")
+        records[trainer.evaluation_batch] = trainer.evaluate()
+    assert sorted(records) == [3, 32]  # eval.batch_size's default where everything fits
+    assert records[3]["n_fake"] == records[32]["n_fake"] == 40
+    assert set(records[3]["metrics"]) == {"ms_ssim", "diversity"}
+    assert records[3]["metrics"] == records[32]["metrics"]
+
+
 @pytest.mark.parametrize(
     "override, shown",
     [

@@ -21,9 +21,10 @@ phantoms of another seed; ``docs/pggan.md`` gives the agreement on held-out phan
 The measurements mean something only on a phantom radiograph, so :meth:`PhantomAnalyser.assessable`
 first asks whether an image is one: how close it comes to the nearest of 4,000 rendered phantoms
 of its version, at 8×8 and at 32×32 pixels (centred, unit length: constant images are far from
-everything), each within what 99.9 % of 2,000 other rendered phantoms show. Noise, blank or
-saturated images and real chest X-rays are not assessable (``tests/test_phantom_analysis.py``,
-docs/pggan.md).
+everything), each within what 99.9 % of 2,000 other rendered phantoms show, and at a contrast
+they show (``CONTRAST_MARGIN``). Noise, blank or saturated images, smooth noise blobs and real
+chest X-rays are not assessable (``tests/test_phantom_analysis.py``; docs/pggan.md gives the
+blobs v2 still accepts).
 """
 
 from __future__ import annotations
@@ -122,9 +123,10 @@ THRESHOLDS_V2 = (0.0, -25.0, -205.0, 0.3014)
 
 
 REFERENCE = (4000, CALIBRATION[1] + 1)  # the rendered phantoms an image is compared with
-CHECK = (2000, CALIBRATION[1] + 2)  # the phantoms that set how close an image must come
+CHECK = (2000, CALIBRATION[1] + 2)  # the phantoms that set how close and how contrasted an image must be
 TYPICAL = 0.999  # the share of rendered phantoms that pass
 EMBEDDINGS = (8, 32)  # pixels per side of the comparisons: coarse layout, finer structure
+CONTRAST_MARGIN = 0.8  # of the contrast TYPICAL of phantoms exceed at 64²: rendered at 32², v1's is a little lower
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ class Assessment:
 
     references: tuple[torch.Tensor, ...]  # [M, D] embeddings of rendered phantoms, one per size
     radii: tuple[float, ...]  # distance to the nearest reference that TYPICAL of other phantoms stay within
+    contrast: float  # the grey-level standard deviation that TYPICAL of other phantoms exceed
 
 
 @functools.lru_cache(maxsize=2)
@@ -145,7 +148,13 @@ def assessment(version: int) -> Assessment:
         float(nearest(pixel_embedding(check, size), ref)[0].quantile(TYPICAL))
         for size, ref in zip(EMBEDDINGS, references)
     )
-    return Assessment(references, radii)
+    return Assessment(references, radii, CONTRAST_MARGIN * float(_contrast(check).quantile(1 - TYPICAL)))
+
+
+def _contrast(images: torch.Tensor) -> torch.Tensor:
+    """``[N]`` standard deviation of the grey levels (in [0, 1]) at 8×8: what the embeddings, scaled to
+    unit length, do not see. A smooth blob can come near a phantom's layout; not at its contrast."""
+    return F.adaptive_avg_pool2d(_grey(images)[:, None], EMBEDDINGS[0]).flatten(1).std(1)
 
 
 class PhantomAnalyser:
@@ -173,7 +182,7 @@ class PhantomAnalyser:
             nearest(pixel_embedding(x, size), ref)[0] <= radius
             for size, ref, radius in zip(EMBEDDINGS, known.references, known.radii)
         ]
-        return torch.stack(near).all(0)
+        return torch.stack(near).all(0) & (_contrast(images) >= known.contrast)
 
 
 class PhantomAnalyserParams(BaseModel):

@@ -40,13 +40,13 @@ def test_what_is_no_radiograph_is_not_assessable(analyser, make):
     assert not analyser.assessable(images).any()
 
 
-def test_smooth_blobs_are_not_assessable_as_v1_and_mostly_not_as_v2():
-    """Box-blurred noise: v2's varied archive has atypical phantoms far from every other, so its
-    radius is wide and a third of these blobs pass it (docs/pggan.md says so)."""
-    blobs = F.avg_pool2d(torch.rand(100, 1, 64, 64, generator=torch.Generator().manual_seed(0)) * 255, 9, 1, 4)
-    blobs = blobs.to(torch.uint8)
-    assert not PhantomAnalyser(version=1).assessable(blobs).any()
-    assert PhantomAnalyser(version=2).assessable(blobs).float().mean() <= 0.4
+@pytest.mark.parametrize("width", [5, 9])
+def test_smooth_blobs_are_not_assessable(analyser, width):
+    """Box-blurred noise: near enough to v2's most atypical phantoms in layout, so only its contrast
+    (lower than 99.9 % of phantoms show, by the margin) tells it apart there."""
+    noise = torch.rand(100, 1, 64, 64, generator=torch.Generator().manual_seed(width)) * 255
+    blobs = F.avg_pool2d(noise, width, 1, width // 2).to(torch.uint8)
+    assert not analyser.assessable(blobs).any()
 
 
 def test_the_other_phantom_version_is_not_assessable_by_v1():

@@ -38,6 +38,7 @@ SN_UNIT, SN_INIT = ([SN.format(net=n, scale=s) for n in ("generator", "discrimin
 HEADS, SKIP, POOLED = ([f"model.connection.fakes='{f}'"] for f in ("heads", "skip", "pooled"))  # what D gets from G
 TTUR = ["optim.lr=0.0001", "optim_d={ name = 'adam', lr = 0.0004, betas = [0.0, 0.99] }"]  # SAGAN's
 NO_ATTENTION = [f"model.{n}.attention_resolutions=[]" for n in ("generator", "discriminator")]  # MSG-GAN
+PLAIN = ["d_augment=[]", "regularize=[]"]  # no small-data tool but the recipe's own: the demo's may change
 DIFFAUGMENT = ["d_augment=['diffaugment']"]
 ADA = ["d_augment=[{ name = 'ada', speed_images = 20000, heuristic = 'relative' }]"]
 R1 = ["regularize=[{ name = 'r1', gamma = 1.0, every = 16 }]"]
@@ -132,7 +133,7 @@ def main() -> None:
                 run = args.work / data / recipe / f"seed{seed}"
                 if not finished(run, args.steps) and not args.table:
                     print(f"training {data} {recipe} seed {seed} → {run}")
-                    overrides = [*data_sets, *EVAL, *RECIPES[recipe], f"seed={seed}", *args.overrides]
+                    overrides = [*data_sets, *EVAL, *PLAIN, *RECIPES[recipe], f"seed={seed}", *args.overrides]
                     resume = run if (run / "checkpoints").is_dir() else None
                     api.train(
                         config_path, run, overrides=overrides, steps=args.steps, resume=resume, overwrite=resume is None

@@ -2,9 +2,9 @@
 
 Each n runs in a fresh process: ``--steps`` training steps of the config (so the optimiser state,
 gradients and the allocator's pools are what they are at the end of a real run), then
-:meth:`ganforge.training.Trainer.evaluate` exactly as the training loop calls it (``real``: the images
-the data has, at most n), with an empty
-feature cache (the real set's Inception features are computed too, the worst case). The peak
+:meth:`ganforge.training.Trainer.evaluate` exactly as the training loop calls it (``real``: the
+images the data has, at most n), with an empty feature cache (the real set's Inception features
+are computed too, the worst case). The peak
 resident memory is the kernel's high-water mark (``VmHWM``), reset before each phase through
 ``/proc/self/clear_refs``, so each phase's figure is its own.
 
@@ -12,8 +12,9 @@ resident memory is the kernel's high-water mark (``VmHWM``), reset before each p
     .venv/bin/python benchmarks/eval_memory.py --config examples/demo.toml --n 3616,10000 --set data.size=10000
     .venv/bin/python benchmarks/eval_memory.py --set eval.batch_size=64  # any --set override
 
-Full width on one CPU thread takes about 0.6 s per image (generator and Inception): ~40 minutes
-for n = 3,616. Needs the FID Inception weights (``ganforge inception-weights``) and Linux.
+Full width on one CPU thread, another run on the other core, took 0.86 s per image (generator
+and Inception): 52 minutes for n = 3,616 (docs/performance.md). Needs the FID Inception weights
+(``ganforge inception-weights``) and Linux.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def reset_high_water_mark() -> None:
 
 
 def child(config: str, n: int, steps: int, overrides: list[str], out: Path) -> dict[str, float]:
-    """Train ``steps`` steps, then evaluate ``n`` vs ``n`` images; the phases' peaks in bytes."""
+    """Train ``steps`` steps, then evaluate ``n`` vs ``n`` images: resident bytes after training, each
+    phase's peak, the evaluation's seconds and batch."""
     from ganforge.config import load_config
     from ganforge.plugins import load_registry
     from ganforge.rundir import RunDir
@@ -64,12 +66,10 @@ def child(config: str, n: int, steps: int, overrides: list[str], out: Path) -> d
     RunDir(out).prepare(resume=False, overwrite=True, warn=print)
     trainer = Trainer(cfg, registry, out, device="cpu")
     trainer.data  # noqa: B018 - loaded before the figures: the dataset is not the evaluation's
-    figures: dict[str, float] = {"loaded": resident()}
     reset_high_water_mark()
-    started = time.perf_counter()
     for _ in range(steps):
         trainer.train_step()
-    figures |= {"train_peak": high_water_mark(), "train_s": time.perf_counter() - started, "before": resident()}
+    figures: dict[str, float] = {"train_peak": high_water_mark(), "before": resident()}
     reset_high_water_mark()
     started = time.perf_counter()
     record = trainer.evaluate()

@@ -49,7 +49,7 @@ RECIPES = {  # each says its spectral-norm scale and generated pyramid: the demo
     "sn-init+ada": [*SN_INIT, *HEADS, *ADA],
     "sn-init+r1": [*SN_INIT, *HEADS, *R1],
     "sn-init+ttur": [*SN_INIT, *HEADS, *TTUR],
-    "sn-init+ttur+diffaugment": [*SN_INIT, *HEADS, *TTUR, "d_augment=['diffaugment']"],
+    "sn-init+ttur+diffaugment": [*SN_INIT, *HEADS, *TTUR, *DIFFAUGMENT],
     "sn-init+skip": [*SN_INIT, *SKIP],
     "sn-init+pooled": [*SN_INIT, *POOLED],  # no multi-scale tell
     "sn-init+pooled+diffaugment": [*SN_INIT, *POOLED, *DIFFAUGMENT],

@@ -126,7 +126,7 @@ REFERENCE = (4000, CALIBRATION[1] + 1)  # the rendered phantoms an image is comp
 CHECK = (2000, CALIBRATION[1] + 2)  # the phantoms that set how close and how contrasted an image must be
 TYPICAL = 0.999  # the share of rendered phantoms that pass
 EMBEDDINGS = (8, 32)  # pixels per side of the comparisons: coarse layout, finer structure
-CONTRAST_MARGIN = 0.8  # of the contrast TYPICAL of phantoms exceed at 64²: rendered at 32², v1's is a little lower
+CONTRAST_MARGIN = 0.8  # of the contrast TYPICAL of phantoms exceed: rendered at 32², v1's is a little lower
 
 
 @dataclass(frozen=True)
@@ -148,13 +148,15 @@ def assessment(version: int) -> Assessment:
         float(nearest(pixel_embedding(check, size), ref)[0].quantile(TYPICAL))
         for size, ref in zip(EMBEDDINGS, references)
     )
-    return Assessment(references, radii, CONTRAST_MARGIN * float(_contrast(check).quantile(1 - TYPICAL)))
+    contrast = CONTRAST_MARGIN * float(_contrast(_grey(check)[:, None]).quantile(1 - TYPICAL))
+    return Assessment(references, radii, contrast)
 
 
-def _contrast(images: torch.Tensor) -> torch.Tensor:
-    """``[N]`` standard deviation of the grey levels (in [0, 1]) at 8×8: what the embeddings, scaled to
-    unit length, do not see. A smooth blob can come near a phantom's layout; not at its contrast."""
-    return F.adaptive_avg_pool2d(_grey(images)[:, None], EMBEDDINGS[0]).flatten(1).std(1)
+def _contrast(grey: torch.Tensor) -> torch.Tensor:
+    """``[N]`` standard deviation at 8×8 of grey images ``[N, 1, 64, 64]`` (in [0, 1]): what the
+    embeddings, scaled to unit length, do not see. A smooth blob can come near a phantom's layout;
+    not at its contrast."""
+    return F.adaptive_avg_pool2d(grey, EMBEDDINGS[0]).flatten(1).std(1)
 
 
 class PhantomAnalyser:
@@ -182,7 +184,7 @@ class PhantomAnalyser:
             nearest(pixel_embedding(x, size), ref)[0] <= radius
             for size, ref, radius in zip(EMBEDDINGS, known.references, known.radii)
         ]
-        return torch.stack(near).all(0) & (_contrast(images) >= known.contrast)
+        return torch.stack(near).all(0) & (_contrast(x) >= known.contrast)
 
 
 class PhantomAnalyserParams(BaseModel):

@@ -1,18 +1,21 @@
-"""Training throughput per precision and memory layout, against the machine's matrix-multiply ceiling.
+"""Training throughput per precision and memory layout, timed in interleaved rounds.
 
     python benchmarks/bench_train.py                  # demo widths (examples/demo.toml), 64×64, batch 16
     python benchmarks/bench_train.py --full           # full width: samgan.toml vs msggan.toml (latent 512)
-    python benchmarks/bench_train.py --force-bf16     # also time bf16 on a CPU without native bf16 (slow!)
+    python benchmarks/bench_train.py --baseline main  # also time revision main's fp32 step (a git archive)
+    python benchmarks/bench_train.py --modes fp32,bf16+channels_last --rounds 8 --steps 2
     python benchmarks/bench_train.py --resolution 128 # 128×128 (an extra block, half the 64² width)
     python benchmarks/bench_train.py --ddp 2          # also: the same training run in 1 and in 2 processes
 
-For each config and mode it prints seconds per training step (one D and one G update), images per
-second, FLOPs per step (``torch.utils.flop_counter``), the achieved FLOP/s as a fraction of a
-matrix-multiply ceiling measured in the same run, sampling images/second and the process's peak
-memory, then the ratios the performance targets are stated in, then evaluation images/second (FID
-features of real and generated images; first run and with the real features cached; needs
-``ganforge inception-weights``). The first line says which CPU (instruction set, native bf16) and
-GPU the figures come from: they differ between machines.
+Every (config, mode) is built once; then each round times ``--steps`` training steps (one D and one
+G update each) of every one of them, in alternating order (A B C … then … C B A), so that load
+drift on a shared machine falls on all modes alike. It prints, per row, the median seconds per
+step and the range over rounds, images per second, FLOPs per step (``torch.utils.flop_counter``)
+and the achieved FLOP/s as a fraction of a matrix-multiply ceiling measured in the same run; the
+load average before and after; then the ratios the performance targets are stated in (each a
+ratio of medians), then evaluation images/second (FID features; needs ``ganforge inception-weights``).
+``--baseline REV`` times REV's code in a worker process (``step_worker.py``) inside the same rounds.
+The demo rows run without R1 (it costs one step in 16, which a few timed steps would catch or miss).
 """
 
 from __future__ import annotations
@@ -20,26 +23,45 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from step_worker import build_trainer, sync, timed_steps
 from torch.utils.flop_counter import FlopCounterMode
 
-from ganforge.config import load_config
 from ganforge.evaluation import EvalContext
 from ganforge.inception import resolve_weights
-from ganforge.plugins import load_registry
-from ganforge.precision import cpu_has_native_bf16, hardware_summary, resolve
+from ganforge.precision import cpu_has_native_bf16, hardware_summary
 from ganforge.sampling import generate, latents
+from ganforge.timing import interleaved, load_average
 from ganforge.training import Trainer
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
 NO_ATTENTION = ["model.generator.attention_resolutions=[]", "model.discriminator.attention_resolutions=[]"]
+POOLED = ["model.generator.attention.pool=2", "model.discriminator.attention.pool=2"]  # BigGAN's keys and values
+MODES = ("fp32", "fp32+channels_last", "bf16", "bf16+channels_last", "auto")
+
+
+@dataclass(frozen=True)
+class Row:
+    config: str
+    mode: str  # a MODES entry, or "REV fp32" for the baseline revision
+
+    @property
+    def label(self) -> str:
+        return f"{self.config:<18} {self.mode:<20}"
+
+
+def mode_overrides(mode: str) -> list[str]:
+    """``auto`` leaves the layout unset: auto chooses it too."""
+    precision, _, layout = mode.partition("+")
+    return [f"train.precision={precision}"] + ([] if mode == "auto" else [f"train.channels_last={bool(layout)}"])
 
 
 def matmul_ceiling(dtype: torch.dtype, device: torch.device, n: int = 2048, repeats: int = 5) -> float:
@@ -47,44 +69,61 @@ def matmul_ceiling(dtype: torch.dtype, device: torch.device, n: int = 2048, repe
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b  # warm-up
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    _sync(device)
+    sync(device)
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def trainer_for(config: Path, overrides: list[str], device: torch.device, folder: Path) -> Trainer:
-    cfg, registry = load_config(config, load_registry, overrides)
-    return Trainer(cfg, registry, folder, device=str(device))
-
-
-def measure(trainer: Trainer, steps: int) -> tuple[float, int]:
-    """(seconds per step after one warm-up step, FLOPs of one step)."""
+def warm_up(trainer: Trainer) -> int:
+    """Two untimed steps (kernels chosen, caches filled); the FLOPs of the second."""
     trainer.train_step()
     with FlopCounterMode(display=False) as counter:
         trainer.train_step()
-    _sync(trainer.device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss_d, _ = trainer.train_step()
-    float(loss_d)  # one host sync at the end, as the trainer does between log lines
-    _sync(trainer.device)
-    return (time.perf_counter() - start) / steps, counter.get_total_flops()
+    return counter.get_total_flops()
 
 
-def sampling_speed(trainer: Trainer, n: int = 64) -> float:
-    z = latents(n, trainer.config.model.latent_dim, 0)
-    start = time.perf_counter()
-    for _ in generate(trainer.G_ema, z, 32, trainer.device):
-        pass
-    return n / (time.perf_counter() - start)
+class Baseline:
+    """Another revision's trainer in a worker process, timed on request."""
+
+    def __init__(self, tree: Path, config: Path, overrides: list[str], device: torch.device, steps: int, folder: Path):
+        args = {"config": str(tree / config.relative_to(ROOT)), "overrides": overrides, "device": str(device)}
+        args |= {"folder": str(folder), "steps": steps, "warmup": 2}
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        worker = [sys.executable, str(Path(__file__).with_name("step_worker.py")), json.dumps(args)]
+        self.process = subprocess.Popen(
+            worker, cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self._expect("ready")
+
+    def _expect(self, what: str) -> str:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        if not line or (what and line != what):
+            raise RuntimeError(f"baseline worker stopped (exit {self.process.poll()}); its stderr says why")
+        return line
+
+    def __call__(self) -> float:
+        assert self.process.stdin is not None
+        self.process.stdin.write("run\n")
+        self.process.stdin.flush()
+        return float(self._expect(""))
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait()
+
+
+def checkout(revision: str, into: Path) -> Path:
+    """``revision``'s tracked files in ``into``, importable as it was (``ganforge_plugins`` is ``plugins/``)."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision], check=True, capture_output=True).stdout
+    into.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    (into / "ganforge_plugins").symlink_to("plugins")
+    return into
 
 
 def evaluation_speed(trainer: Trainer, n: int) -> tuple[float, float] | None:
@@ -119,10 +158,9 @@ def ddp_scaling(config: Path, overrides: list[str], nproc: int, steps: int, fold
     return speeds
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the process's peak so far (Linux: KB)
+def ratio(times: dict[Row, float], a: Row, b: Row, what: str, target: str) -> None:
+    if a in times and b in times:
+        print(f"{what}: {times[a] / times[b]:.2f}x ({target})")
 
 
 def main() -> int:
@@ -130,14 +168,21 @@ def main() -> int:
     parser.add_argument("--full", action="store_true", help="full-width samgan.toml and msggan.toml")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per row (after one warm-up)")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds (A B … B A)")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per row and round (after two warm-up)")
+    parser.add_argument("--baseline", metavar="REV", help="also time REV's fp32 step (a git revision)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--force-bf16", action="store_true", help="time bf16 even without native hardware bf16")
     parser.add_argument("--eval-images", type=int, default=128, help="real and generated images per evaluation")
+    parser.add_argument("--peak", type=float, metavar="TFLOPS", help="the device's bf16 peak: adds an 'of peak' column")
     parser.add_argument("--ddp", type=int, default=0, metavar="N", help="also time a run in N processes vs 1")
     args = parser.parse_args()
     device = torch.device(args.device)
     native = device.type == "cuda" or cpu_has_native_bf16()
+    modes = args.modes.split(",")
+    if unknown := [m for m in modes if m not in MODES]:
+        parser.error(f"--modes: {', '.join(unknown)} not among {', '.join(MODES)}")
     common = [f"model.resolution={args.resolution}", f"train.batch_size={args.batch}", "data.size=64"]
     if args.resolution > 64:  # one more block per doubling, at half the width of the one before
         width = 128 if args.full else 8
@@ -145,52 +190,71 @@ def main() -> int:
     if args.full:
         configs = {"samgan": (EXAMPLES / "samgan.toml", []), "msggan": (EXAMPLES / "msggan.toml", [])}
     else:
+        demo = EXAMPLES / "demo.toml"
         configs = {
-            "samgan-demo": (EXAMPLES / "demo.toml", []),
-            "demo-no-attention": (EXAMPLES / "demo.toml", NO_ATTENTION),
+            "samgan-demo": (demo, ["regularize=[]"]),
+            "demo-no-attention": (demo, ["regularize=[]", *NO_ATTENTION]),
         }
-    modes = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
 
-    print(f"# {hardware_summary(device)}; torch {torch.__version__}")
+    print(f"# {hardware_summary(device)}; torch {torch.__version__}; load average {load_average()}")
     ceilings = {"fp32": matmul_ceiling(torch.float32, device)}
     if native or args.force_bf16:
         ceilings["bf16"] = matmul_ceiling(torch.bfloat16, device)
     print("# matmul ceiling: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in ceilings.items()))
-    header = f"{'config':<18} {'mode':<16} {'s/step':>8} {'img/s':>7} {'GFLOP/step':>10} {'of ceiling':>10} "
-    print(header + f"{'sample img/s':>12} {'peak MB':>8}")
-    times: dict[tuple[str, str], float] = {}
+    runs, flops, chosen, baselines = {}, {}, {}, []
     with tempfile.TemporaryDirectory() as folder:
+        tree = checkout(args.baseline, Path(folder) / "baseline") if args.baseline else None
         for name, (config, extra) in configs.items():
-            for precision, channels_last in modes:
-                mode = precision + ("+channels_last" if channels_last else "")
-                if precision == "bf16" and not (native or args.force_bf16):
-                    print(f"{name:<18} {mode:<16} {'skipped: no native bf16 on this CPU (--force-bf16 times it)':>60}")
+            for mode in modes:
+                if mode.startswith("bf16") and not (native or args.force_bf16):
+                    print(f"# {name} {mode}: skipped, no native bf16 on this CPU (--force-bf16 times it)")
                     continue
-                overrides = [*common, *extra, f"train.precision={precision}", f"train.channels_last={channels_last}"]
-                trainer = trainer_for(config, overrides, device, Path(folder) / name)
-                seconds, flops = measure(trainer, args.steps)
-                times[name, mode] = seconds
-                fraction = flops / seconds / ceilings[precision]
-                print(
-                    f"{name:<18} {mode:<16} {seconds:8.3f} {args.batch / seconds:7.1f} {flops / 1e9:10.2f} "
-                    f"{fraction:10.1%} {sampling_speed(trainer):12.1f} {peak_memory_mb(device):8.0f}",
-                    flush=True,
-                )
-    attention, plain = list(configs)
-    print("# targets (ratios of step times in this run)")
-    if (attention, "fp32") in times and (plain, "fp32") in times:
-        limit = "1.3" if args.full else "2"
-        ratio = times[attention, "fp32"] / times[plain, "fp32"]
-        print(f"{attention} / {plain} step time, fp32: {ratio:.2f}x (target ≤ {limit}x)")
-    best = min((t, m) for (n, m), t in times.items() if n == plain)
-    speedup = times[plain, "fp32"] / best[0]
-    print(f"{plain}: fastest mode {best[1]}: {speedup:.2f}x the fp32 step (target ≥ 3x where bf16 is native)")
-    auto = resolve("auto", device)
-    if (plain, auto) in times:
-        default = times[plain, "fp32"] / times[plain, auto]
-        print(f"{plain}: default precision (auto = {auto} here): {default:.2f}x the fp32 step (target: never slower)")
+                trainer = build_trainer(config, [*common, *extra, *mode_overrides(mode)], device, Path(folder) / name)
+                row = Row(name, mode)
+                flops[row] = warm_up(trainer)
+                runs[row] = lambda trainer=trainer: timed_steps(trainer, args.steps)
+                if mode == "auto":
+                    layout = "+channels_last" if trainer.precision.channels_last else ""
+                    chosen[name] = trainer.precision.mode + layout
+            if tree is not None:
+                overrides = [*common, *extra, *mode_overrides("fp32")]
+                baseline = Baseline(tree, config, overrides, device, args.steps, Path(folder) / f"baseline-{name}")
+                baselines.append(baseline)
+                runs[Row(name, f"{args.baseline} fp32")] = baseline
+        timings = interleaved(runs, args.rounds)
+        for baseline in baselines:
+            baseline.close()
+
+    print(f"# {args.rounds} interleaved rounds of {args.steps} steps; load average after: {load_average()}")
+    peak = f" {'of peak':>8}" if args.peak else ""
+    head = f"{'config':<18} {'mode':<20} {'s/step':>8} {'range':>15} {'img/s':>7} {'GFLOP/step':>10}"
+    print(f"{head} {'of ceiling':>10}{peak}")
+    times = {row: timing.median for row, timing in timings.items()}
+    for row, timing in timings.items():
+        work = f"{'—':>10} {'—':>10}"
+        if row in flops:
+            precision = chosen.get(row.config, "fp32") if row.mode == "auto" else row.mode
+            ceiling = ceilings[precision.split("+")[0]]
+            work = f"{flops[row] / 1e9:10.2f} {flops[row] / timing.median / ceiling:10.1%}"
+            if args.peak:
+                work += f" {flops[row] / timing.median / (args.peak * 1e12):8.1%}"
+        spread = f"{timing.low:7.3f}–{timing.high:<7.3f}"
+        print(f"{row.label} {timing.median:8.3f} {spread} {args.batch / timing.median:7.1f} {work}")
+    print("# targets (ratios of median step times in this run)")
+    attention, plain, pooled = list(configs)
+    for name in configs:
+        if name in chosen:
+            print(f"# {name}: auto chose {chosen[name]}")
+        ratio(times, Row(name, "auto"), Row(name, "fp32"), f"{name} auto / fp32", "target: ≤ 1, never slower")
+    limit = "1.3" if args.full else "1.6"
+    ratio(times, Row(attention, "auto"), Row(plain, "auto"), f"{attention} / {plain}, auto", f"target ≤ {limit}x")
+    ratio(times, Row(pooled, "auto"), Row(plain, "auto"), f"{pooled} / {plain}, auto", "BigGAN's pooled variant")
+    if args.baseline:
+        base = f"{args.baseline} fp32"
+        for name in configs:
+            ratio(times, Row(name, "auto"), Row(name, base), f"{name} auto / {base}", "target ≤ 0.55x")
     with tempfile.TemporaryDirectory() as folder:
-        trainer = trainer_for(configs[attention][0], common, device, Path(folder))
+        trainer = build_trainer(configs[attention][0], common, device, Path(folder))
         speeds = evaluation_speed(trainer, args.eval_images)
         if speeds is None:
             print("# evaluation: skipped (no Inception weights: run `ganforge inception-weights`)")

@@ -42,6 +42,7 @@ PLAIN = ["d_augment=[]", "regularize=[]"]  # no small-data tool but the recipe's
 DIFFAUGMENT = ["d_augment=['diffaugment']"]
 ADA = ["d_augment=[{ name = 'ada', speed_images = 20000, heuristic = 'relative' }]"]
 R1 = ["regularize=[{ name = 'r1', gamma = 1.0, every = 16 }]"]
+KV_POOL = [f"model.{n}.attention.pool=2" for n in ("generator", "discriminator")]  # BigGAN's pooled keys/values
 RECIPES = {  # each says its spectral-norm scale and generated pyramid: the demo's own may change
     "demo": [*SN_UNIT, *HEADS],  # the demo as it was before spectral norm's init scale
     "sn-init": [*SN_INIT, *HEADS],
@@ -55,6 +56,7 @@ RECIPES = {  # each says its spectral-norm scale and generated pyramid: the demo
     "sn-init+pooled+diffaugment": [*SN_INIT, *POOLED, *DIFFAUGMENT],
     "sn-init+pooled+ada": [*SN_INIT, *POOLED, *ADA],
     "sn-init+pooled+r1": [*SN_INIT, *POOLED, *R1],
+    "sn-init+pooled+r1+kv-pool2": [*SN_INIT, *POOLED, *R1, *KV_POOL],  # the demo with cheaper attention
     "msggan-sn-init": [*SN_INIT, *HEADS, *NO_ATTENTION],
     "msggan-sn-init+pooled": [*SN_INIT, *POOLED, *NO_ATTENTION],
 }

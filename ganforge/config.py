@@ -161,9 +161,15 @@ class TrainConfig(Strict):
         "auto", description="where to train; the device argument overrides it"
     )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="autocast dtype; auto = bf16 where the hardware has it natively, else fp32"
+        "auto",
+        description="autocast dtype; auto = fp32 or bf16, whichever trains this model fastest here, measured at "
+        "start-up and cached (docs/performance.md)",
     )
-    channels_last: bool = Field(False, description="NHWC memory layout for convolutions (see docs/performance.md)")
+    channels_last: bool | None = Field(
+        None,
+        description="NHWC memory layout for convolutions; unset: chosen by measurement with precision = auto, "
+        "else false (see docs/performance.md)",
+    )
     compile: bool = Field(False, description="torch.compile the generator (see docs/performance.md)")
     tensorboard: bool = Field(False, description="also log to RUN/tensorboard (needs the tensorboard package)")
     data_workers: int = Field(
@@ -412,18 +418,26 @@ def as_recorded(data: Mapping[str, Any]) -> dict[str, Any]:
     Keys added since keep their meaning for what was written before them: a phantom without
     ``data.version`` was version 1 (version 2, the default since, renders other images); a
     spectral norm without ``scale`` had the unit scale; an experiment without ``d_augment`` or
-    ``regularize`` had none; a multi-scale connection without ``fakes`` fed D G's own images.
+    ``regularize`` had none; a multi-scale connection without ``fakes`` fed D G's own images; a
+    self-attention without ``pool`` attended to every position; an Adam without ``fused`` was not.
     """
     out = dict(data)
     if "loss" in out:  # an experiment's config (classifier configs have no such keys)
         out = {"d_augment": [], "regularize": [], **out}
+    for key in ("optim", "optim_d"):
+        optim = out.get(key)
+        if isinstance(optim, Mapping) and optim.get("name") == "adam" and "fused" not in optim:
+            out[key] = {**optim, "fused": False}
     model = out.get("model")
     if isinstance(model, Mapping):
         out["model"] = model = dict(model)
         for side in ("generator", "discriminator"):
             net = model.get(side)
             if isinstance(net, Mapping) and isinstance(net.get("weight_norms"), list):
-                model[side] = {**net, "weight_norms": [_unit_spectral(ref) for ref in net["weight_norms"]]}
+                model[side] = net = {**net, "weight_norms": [_unit_spectral(ref) for ref in net["weight_norms"]]}
+            attention = net.get("attention") if isinstance(net, Mapping) else None
+            if isinstance(attention, Mapping) and attention.get("name") == "self_attention" and "pool" not in attention:
+                model[side] = {**net, "attention": {**attention, "pool": 1}}
         connection = model.get("connection")
         if connection == "multi_scale":
             model["connection"] = {"name": "multi_scale", "fakes": "heads"}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -101,6 +102,14 @@ class Distributed:
         stacked = torch.stack([v.detach().float() for v in values])
         dist.all_reduce(stacked)
         return list(stacked / self.world)
+
+    def from_main(self, compute: Callable[[], str]) -> str:
+        """``compute()`` run on rank 0 only, its text on every rank (one decision for all of them)."""
+        if not self.active:
+            return compute()
+        box = [compute() if self.is_main else ""]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def all(self, flag: bool) -> bool:
         """True on every rank when it is true on all of them."""

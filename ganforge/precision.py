@@ -1,11 +1,8 @@
 """Numeric precision and memory layout of training: one small object the trainer asks, not a set of flags.
 
-``precision = "auto"`` (the default) is bf16 autocast where the hardware computes bf16 fast (CUDA
-GPUs that support it; CPUs with AMX) and fp32 everywhere else. No single precision is right on
-every machine: on a CPU with only AVX2, bf16 autocast sends convolutions to a slow fallback path
-(measured 77× slower than fp32); on one with AVX-512-BF16 but no AMX, the full-width MSG-GAN step
-was 1.5× slower in bf16 than in fp32 (docs/performance.md). Parameters, optimizer state, losses, the EMA and
-spectral norm's power iteration stay fp32 in every mode; fp16 adds a gradient scaler per network.
+``precision = "auto"`` (the default) is chosen by measurement, see :mod:`ganforge.autotune`; here
+are the modes themselves. Parameters, optimizer state, losses, the EMA and spectral norm's power
+iteration stay fp32 in every mode; fp16 adds a gradient scaler per network.
 """
 
 from __future__ import annotations
@@ -46,13 +43,10 @@ def cpu_has_amx() -> bool:
 
 
 def resolve(precision: str, device: torch.device) -> str:
-    """``auto`` → ``bf16`` or ``fp32`` for this device; an explicit choice is checked against it."""
-    if precision not in PRECISIONS:
-        raise GanforgeError(f"train.precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        return "bf16" if device.type == "cpu" and cpu_has_amx() else "fp32"
+    """An explicit precision, checked against the device (``auto`` is :mod:`ganforge.autotune`'s to decide)."""
+    if precision not in PRECISIONS or precision == "auto":
+        explicit = ", ".join(p for p in PRECISIONS if p != "auto")
+        raise GanforgeError(f"train.precision: {precision!r} is not one of {explicit} (auto is measured first)")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise GanforgeError("train.precision = 'bf16': this GPU has no bf16 support (use 'fp16' or 'fp32')")
     return precision

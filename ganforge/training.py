@@ -17,8 +17,9 @@ from typing import Any, cast
 import torch
 from rich.console import Console
 from torch import nn
+from torch.nn.utils import parametrize
 
-from . import __version__, inception
+from . import __version__, autotune, inception
 from .assembly import GAN, build_gan
 from .augmentation import DiscriminatorAugments
 from .best import Best
@@ -121,7 +122,8 @@ class Trainer:
         torch.manual_seed(config.seed)  # initial weights and spectral-norm vectors
         self.gan: GAN = build_gan(config.model, registry)
         self.schedule = self.gan.connection.schedule(config.model.resolution, train.batch_size)
-        self.precision = Precision.create(train.precision, self.device, train.channels_last)
+        self.loss = registry.build("loss", config.loss.name, config.loss.params)
+        self.precision = self._precision()
         # The EMA generator keeps the standard layout: its samples equal those of its weights file, bit for bit.
         self.G_ema = copy.deepcopy(self.gan.generator).to(self.device).eval().requires_grad_(False)
         self.G = self.precision.layout(self.gan.generator.to(self.device))
@@ -129,7 +131,6 @@ class Trainer:
         self.G_run = self.dist.wrap(self.G)
         self.G_run = compiled(self.G_run) if train.compile else self.G_run
         self.D_run = self.dist.wrap(self.D)  # eager: see compiled()
-        self.loss = registry.build("loss", config.loss.name, config.loss.params)
         self.opt_g = registry.build("optimizer", config.optim.name, config.optim.params, parameters=self.G.parameters())
         d_optim = config.optim_d or config.optim
         self.opt_d = registry.build("optimizer", d_optim.name, d_optim.params, parameters=self.D.parameters())
@@ -161,6 +162,22 @@ class Trainer:
 
     def warn(self, message: str) -> None:
         self.log.warn(message)
+
+    def _precision(self) -> Precision:
+        """The configured precision and layout; ``auto``: measured (:mod:`ganforge.autotune`), on rank 0 for all."""
+        train = self.config.train
+        if train.precision != "auto":
+            return Precision.create(train.precision, self.device, bool(train.channels_last))
+
+        def measured() -> str:
+            batch = train.batch_size // self.dist.world
+            decision = autotune.decide(self.gan, self.loss, self.config.model, batch, self.device, train.channels_last)
+            if not decision.fixed:
+                self.log.say(decision.describe())
+            return decision.mode.label
+
+        mode = autotune.Mode.parse(self.dist.from_main(measured))
+        return Precision.create(mode.precision, self.device, mode.channels_last)
 
     # ------------------------------------------------------------------ data and schedule
 
@@ -219,6 +236,11 @@ class Trainer:
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One discriminator update then one generator update on the same latents.
 
+        Within each update the parametrized weights (equalized lr, spectral norm) are computed once for
+        all of a network's calls (``parametrize.cached``): D runs on real and on fake images, and for R1,
+        in one update, and spectral norm's power iteration runs once per update, as in Miyato et al.'s
+        Algorithm 1, not once per call.
+
         Returns the two losses as 0-dim tensors on the device: reading them is a host sync, which the
         loop does only every ``log_every`` steps.
         """
@@ -235,7 +257,7 @@ class Trainer:
         amp = self.precision
 
         self.D.requires_grad_(True)
-        with amp.autocast():
+        with amp.autocast(), parametrize.cached():
             fake = self.G_run(z)
             D = self.d_augment.seen_by_losses(self.D_run, real_pyramid)
             loss_d = self.loss.discriminator(D, real_pyramid, [f.detach() for f in fake])
@@ -244,7 +266,7 @@ class Trainer:
         d_ok, grad_d = self._update(loss_d, self.D, self.opt_d, "discriminator")
 
         self.D.requires_grad_(False)
-        with amp.autocast():  # no D gradients: no DDP wrapper
+        with amp.autocast(), parametrize.cached():  # no D gradients: no DDP wrapper
             loss_g = self.loss.generator(self.d_augment.seen_by_losses(self.D), real_pyramid, fake)
         g_ok, grad_g = self._update(loss_g, self.G, self.opt_g, "generator")
         if g_ok:

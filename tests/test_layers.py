@@ -20,6 +20,7 @@ def attention(channels=32, **kw):
         layers=Layers(),
         reduction=kw.get("reduction", 8),
         value_reduction=kw.get("value_reduction", 8),
+        pool=kw.get("pool", 1),
     )
 
 
@@ -44,6 +45,20 @@ def test_attention_matches_explicit_softmax_formula():
     o = torch.einsum("bij,bci->bcj", beta, h)  # Σ_i β_{j,i} h(x_i)
     expected = 0.7 * layer.v(o.reshape(B, -1, H, W)) + x
     torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pooled_attention_is_biggans_max_pooled_keys_and_values():
+    layer = attention(channels=16, reduction=4, value_reduction=2, pool=2)
+    with torch.no_grad():
+        layer.gamma.fill_(0.5)
+    x = torch.randn(2, 16, 6, 4)
+    B, C, H, W = x.shape
+    pooled = [torch.nn.functional.max_pool2d(conv(x), 2).reshape(B, -1, H * W // 4) for conv in (layer.f, layer.h)]
+    g = layer.g(x).reshape(B, -1, H * W)  # queries stay at every position
+    beta = torch.softmax(torch.einsum("bci,bcj->bij", pooled[0], g), dim=1)  # over the N/4 pooled keys i
+    o = torch.einsum("bij,bci->bcj", beta, pooled[1])
+    torch.testing.assert_close(layer(x), 0.5 * layer.v(o.reshape(B, -1, H, W)) + x, rtol=1e-5, atol=1e-5)
+    assert layer.attention(x).shape == (2, 24, 6)
 
 
 def test_attention_rows_sum_to_one_and_shapes():

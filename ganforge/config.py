@@ -435,7 +435,9 @@ def as_recorded(data: Mapping[str, Any]) -> dict[str, Any]:
             net = model.get(side)
             if isinstance(net, Mapping) and isinstance(net.get("weight_norms"), list):
                 model[side] = net = {**net, "weight_norms": [_unit_spectral(ref) for ref in net["weight_norms"]]}
-            attention = net.get("attention") if isinstance(net, Mapping) else None
+            if not isinstance(net, Mapping):
+                continue
+            attention = net.get("attention")
             if isinstance(attention, Mapping) and attention.get("name") == "self_attention" and "pool" not in attention:
                 model[side] = {**net, "attention": {**attention, "pool": 1}}
         connection = model.get("connection")

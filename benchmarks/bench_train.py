@@ -254,7 +254,7 @@ def main() -> int:
         for name in configs:
             ratio(times, Row(name, "auto"), Row(name, base), f"{name} auto / {base}", "target ≤ 0.55x")
     with tempfile.TemporaryDirectory() as folder:
-        trainer = build_trainer(configs[attention][0], common, device, Path(folder))
+        trainer = build_trainer(configs[attention][0], [*common, "train.precision=fp32"], device, Path(folder))
         speeds = evaluation_speed(trainer, args.eval_images)
         if speeds is None:
             print("# evaluation: skipped (no Inception weights: run `ganforge inception-weights`)")

@@ -5,8 +5,8 @@ autocast sends convolutions to a slow fallback (77× slower than fp32); with AVX
 bf16 was faster for some models and slower for others; on GPUs it depends on the kernels. So at
 start-up ``auto`` times a few training steps of the configured model (forward and backward of the
 D and G updates, on copies of the networks) in each candidate mode, in interleaved rounds
-(:mod:`ganforge.timing`), and takes the fastest. fp32 in the standard layout is always a candidate,
-so the choice is never slower than fp32 by more than the measurement's noise. A quick convolution
+(:mod:`ganforge.timing`), and takes the fastest, if it beats fp32 in the standard layout (always a
+candidate) by at least 5 %; a smaller gain is within the noise and fp32 is kept. A quick convolution
 probe first drops bf16 where its kernels are emulated, so that such a CPU never spends minutes on
 one bf16 step. The decision is cached per (device model, torch version, threads, model shape and
 batch) in ``$GANFORGE_CACHE/precision.json``, so only the first run of a model pays for it.
@@ -39,6 +39,7 @@ from .timing import Timing, interleaved, stopwatch
 
 CACHE_FILE = "precision.json"
 CHOICE_ENV = "GANFORGE_PRECISION_AUTO"  # a mode label: auto takes it without measuring (fixed numbers, e.g. tests)
+MARGIN = 0.95  # another mode must take under this share of fp32's time: a smaller gain is within the noise
 SLOW_KERNELS = 4.0  # a bf16 convolution this many times slower than fp32: emulated, not worth timing steps
 
 
@@ -216,6 +217,9 @@ def choose(
     timings = measure({mode: timer_of(mode) for mode in modes}, rounds)
     seconds = {mode.label: t.median for mode, t in timings.items()}
     best = min(timings, key=lambda m: timings[m].median)
+    if best != FP32 and FP32 in timings and seconds[best.label] > MARGIN * seconds[FP32.label]:
+        note += f"; {best.label} is within {1 - MARGIN:.0%} of fp32: fp32 kept"
+        best = FP32
     return Decision(best, seconds, note)
 
 

@@ -44,6 +44,9 @@ def test_the_fastest_candidate_wins_and_fp32_is_the_yardstick(monkeypatch):
     assert "bf16+channels_last, 0.50x the fp32 step" in decision.describe()
     slower = {label: 1.0 if label == "fp32" else 2.0 for label in seconds}
     assert autotune.choose(modes, fake_timers(slower, []), CPU).mode == FP32  # never slower than fp32
+    noise = {**slower, "fp32+channels_last": 0.97}  # 3 % faster: within the noise
+    decision = autotune.choose(modes, fake_timers(noise, []), CPU)
+    assert decision.mode == FP32 and "fp32+channels_last is within 5% of fp32: fp32 kept" in decision.describe()
 
 
 def test_emulated_bf16_is_not_timed_at_all(monkeypatch):

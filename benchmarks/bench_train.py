@@ -222,7 +222,7 @@ def main() -> int:
                 if mode == "auto":
                     layout = "+channels_last" if trainer.precision.channels_last else ""
                     chosen[name] = trainer.precision.mode + layout
-            if tree is not None:
+            if tree is not None and name != pooled:  # the baseline revision may not have the pooled variant
                 overrides = [*common, *extra, *mode_overrides("fp32")]
                 baseline = Baseline(tree, config, overrides, device, args.steps, Path(folder) / f"baseline-{name}")
                 baselines.append(baseline)

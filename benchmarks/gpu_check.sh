@@ -13,7 +13,7 @@
 # the CUDA path and its speed, not for comparison with published values.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+PY=${PYTHON:-$([[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python3)}
 mode=${1:-gpu}
 
 if [[ $mode == --prepare ]]; then

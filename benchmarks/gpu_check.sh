@@ -77,7 +77,7 @@ timeout 120 $PY -m ganforge build examples/demo.toml --out $out/run --steps $ste
     --compile --no-eval --set train.channels_last=true --set data.size=256 --set train.log_every=10
 start=$(date +%s.%N)
 $PY -m ganforge sample --weights $out/run/generator_ema.safetensors -n 256 --out $out/samples --device $device
-echo "sampling: 256 images in $(echo "$(date +%s.%N) - $start" | bc) s"
+echo "sampling: 256 images in $($PY -c "print(round($(date +%s.%N) - $start, 2))") s"
 if [[ -n ${GANFORGE_INCEPTION_WEIGHTS:-} ]]; then
     timeout 90 $PY -m ganforge evaluate --fake $out/samples --real examples/demo.toml -n 256 --metrics fid --device $device
 else

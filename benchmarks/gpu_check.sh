@@ -42,9 +42,9 @@ fi
 out=$(mktemp -d)
 peak=()
 if [[ $mode == --cpu ]]; then
-    device=cpu; bench=(--rounds 2 --steps 1 --modes fp32,auto); steps=2; full=0
+    device=cpu; bench=(--rounds 2 --steps 1 --modes fp32,auto); steps=2; full=0; fid=32
 else
-    device=cuda; bench=(--rounds 4 --steps 5); steps=40; full=1
+    device=cuda; bench=(--rounds 4 --steps 5); steps=40; full=1; fid=256
     gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee /dev/stderr)
     case $gpu in  # dense bf16 peak, TFLOP/s (vendor data sheets)
         *H100*|*H200*) peak=(--peak 989) ;;
@@ -76,10 +76,10 @@ echo "## fp16, channels-last, compiled generator: a short run, sampling, FID"
 timeout 120 $PY -m ganforge build examples/demo.toml --out $out/run --steps $steps --device $device --precision fp16 \
     --compile --no-eval --set train.channels_last=true --set data.size=256 --set train.log_every=10
 start=$(date +%s.%N)
-$PY -m ganforge sample --weights $out/run/generator_ema.safetensors -n 256 --out $out/samples --device $device
-echo "sampling: 256 images in $($PY -c "print(round($(date +%s.%N) - $start, 2))") s"
+$PY -m ganforge sample --weights $out/run/generator_ema.safetensors -n $fid --out $out/samples --device $device
+echo "sampling: $fid images in $($PY -c "print(round($(date +%s.%N) - $start, 2))") s"
 if [[ -n ${GANFORGE_INCEPTION_WEIGHTS:-} ]]; then
-    timeout 90 $PY -m ganforge evaluate --fake $out/samples --real examples/demo.toml -n 256 --metrics fid --device $device
+    timeout 150 $PY -m ganforge evaluate --fake $out/samples --real examples/demo.toml -n $fid --metrics fid --device $device
 else
     echo "FID: skipped (no .gpu/inception-fp16.safetensors: run --prepare here first)"
 fi

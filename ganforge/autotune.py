@@ -111,11 +111,12 @@ def cache_key(device: torch.device, model: dict, batch: int) -> str:
 
 
 def cached(key: str) -> Mode | None:
+    """The cached decision for ``key``; None when there is none or the cache entry is not one (measured again)."""
     try:
         record = json.loads(cache_file().read_text()).get(key)
-    except (OSError, ValueError):
+        return Mode.parse(record["mode"])
+    except (OSError, ValueError, AttributeError, TypeError, KeyError, GanforgeError):
         return None
-    return Mode.parse(record["mode"]) if isinstance(record, dict) and "mode" in record else None
 
 
 def remember(key: str, decision: Decision) -> None:
@@ -171,8 +172,8 @@ def step_timer(
     the optimizer steps are left out (their cost does not depend on the precision).
     """
     precision = Precision.create(mode.precision, real.device, mode.channels_last)
-    G = precision.layout(copy.deepcopy(gan.generator)).train()
-    D = precision.layout(copy.deepcopy(gan.discriminator)).train()
+    G = precision.layout(copy.deepcopy(gan.generator).to(real.device)).train()  # the trainer moves its own later
+    D = precision.layout(copy.deepcopy(gan.discriminator).to(real.device)).train()
     resolution = real.shape[-1]
     G.set_growth(resolution, 1.0)
     D.set_growth(resolution, 1.0)

@@ -92,6 +92,16 @@ def test_decide_times_real_steps_leaves_the_networks_alone_and_caches(tiny, tmp_
     assert torch.equal(rng, torch.get_rng_state())
 
 
+def test_a_damaged_cache_entry_is_measured_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path))
+    (tmp_path / "precision.json").write_text(json.dumps({"a": {"mode": "fp64"}, "b": "bf16", "c": {}}))
+    assert [autotune.cached(key) for key in "abcd"] == [None] * 4
+    (tmp_path / "precision.json").write_text('{"a": {"mode": "bf16+channels_last"}}')
+    assert autotune.cached("a") == Mode("bf16", True)
+    (tmp_path / "precision.json").write_text("[1, 2")
+    assert autotune.cached("a") is None
+
+
 def test_the_environment_can_fix_the_choice(tiny, tmp_path, monkeypatch):
     config, registry = tiny
     monkeypatch.setenv(autotune.CHOICE_ENV, "bf16+channels_last")

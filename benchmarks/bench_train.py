@@ -44,7 +44,7 @@ from ganforge.training import Trainer
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 NO_ATTENTION = ["model.generator.attention_resolutions=[]", "model.discriminator.attention_resolutions=[]"]
-POOLED = ["model.generator.attention.pool=2", "model.discriminator.attention.pool=2"]  # BigGAN's keys and values
+KV_POOL = ["model.generator.attention.pool=2", "model.discriminator.attention.pool=2"]  # BigGAN's keys and values
 MODES = ("fp32", "fp32+channels_last", "bf16", "bf16+channels_last", "auto")
 
 
@@ -190,13 +190,13 @@ def main() -> int:
         common += [f"model.{net}.channels.{args.resolution}={width}" for net in ("generator", "discriminator")]
     if args.full:
         samgan = EXAMPLES / "samgan.toml"
-        configs = {"samgan": (samgan, []), "msggan": (EXAMPLES / "msggan.toml", []), "samgan-pool2": (samgan, POOLED)}
+        configs = {"samgan": (samgan, []), "msggan": (EXAMPLES / "msggan.toml", []), "samgan-pool2": (samgan, KV_POOL)}
     else:
         demo = EXAMPLES / "demo.toml"
         configs = {
             "samgan-demo": (demo, ["regularize=[]"]),
             "demo-no-attention": (demo, ["regularize=[]", *NO_ATTENTION]),
-            "samgan-demo-pool2": (demo, ["regularize=[]", *POOLED]),
+            "samgan-demo-pool2": (demo, ["regularize=[]", *KV_POOL]),
         }
     attention, plain, pooled = list(configs)  # the paper's, without attention, BigGAN's pooled keys and values
     if args.only:

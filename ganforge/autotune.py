@@ -35,7 +35,7 @@ from .config import ModelConfig
 from .errors import GanforgeError
 from .kinds import Loss
 from .precision import Precision
-from .timing import Timing, interleaved, stopwatch
+from .timing import Timing, interleaved, stopwatch, synchronizer
 
 CACHE_FILE = "precision.json"
 CHOICE_ENV = "GANFORGE_PRECISION_AUTO"  # a mode label: auto takes it without measuring (fixed numbers, e.g. tests)
@@ -148,7 +148,7 @@ def bf16_convolution_ratio(device: torch.device, repeats: int = 3) -> float:
     """Time of a 3×3 convolution (8×64×32×32) under bf16 autocast over its fp32 time (medians)."""
     conv = nn.Conv2d(64, 64, 3, padding=1).to(device)
     x = torch.randn(8, 64, 32, 32, device=device)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    sync = synchronizer(device)
 
     def run(dtype: torch.dtype | None) -> Callable[[], float]:
         def once() -> float:
@@ -178,7 +178,7 @@ def step_timer(
     G.set_growth(resolution, 1.0)
     D.set_growth(resolution, 1.0)
     real_pyramid = gan.connection.pyramid(precision.images(real), resolutions)
-    sync = (lambda: torch.cuda.synchronize(real.device)) if real.device.type == "cuda" else (lambda: None)
+    sync = synchronizer(real.device)
 
     def step() -> None:
         with precision.autocast(), parametrize.cached():

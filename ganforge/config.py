@@ -404,11 +404,12 @@ def validate_config(
     return config
 
 
-def _unit_spectral(ref: Any) -> Any:
-    if ref == "spectral":
-        return {"name": "spectral", "scale": "unit"}
-    if isinstance(ref, Mapping) and ref.get("name") == "spectral" and "scale" not in ref:
-        return {**ref, "scale": "unit"}
+def _as_before(ref: Any, name: str, **added: Any) -> Any:
+    """``ref`` (a component's name or table) with the parameters ``name`` gained since, at the values it ran with."""
+    if ref == name:
+        return {"name": name, **added}
+    if isinstance(ref, Mapping) and ref.get("name") == name:
+        return {**added, **ref}
     return ref
 
 
@@ -425,29 +426,24 @@ def as_recorded(data: Mapping[str, Any]) -> dict[str, Any]:
     if "loss" in out:  # an experiment's config (classifier configs have no such keys)
         out = {"d_augment": [], "regularize": [], **out}
     for key in ("optim", "optim_d"):
-        optim = out.get(key)
-        if isinstance(optim, Mapping) and optim.get("name") == "adam" and "fused" not in optim:
-            out[key] = {**optim, "fused": False}
+        if key in out:
+            out[key] = _as_before(out[key], "adam", fused=False)
     model = out.get("model")
     if isinstance(model, Mapping):
         out["model"] = model = dict(model)
         for side in ("generator", "discriminator"):
             net = model.get(side)
-            if isinstance(net, Mapping) and isinstance(net.get("weight_norms"), list):
-                model[side] = net = {**net, "weight_norms": [_unit_spectral(ref) for ref in net["weight_norms"]]}
             if not isinstance(net, Mapping):
                 continue
-            attention = net.get("attention")
-            if isinstance(attention, Mapping) and attention.get("name") == "self_attention" and "pool" not in attention:
-                model[side] = {**net, "attention": {**attention, "pool": 1}}
-        connection = model.get("connection")
-        if connection == "multi_scale":
-            model["connection"] = {"name": "multi_scale", "fakes": "heads"}
-        elif isinstance(connection, Mapping) and connection.get("name") == "multi_scale" and "fakes" not in connection:
-            model["connection"] = {**connection, "fakes": "heads"}
-    source = out.get("data")
-    if isinstance(source, Mapping) and source.get("name") == "phantom" and "version" not in source:
-        out["data"] = {**source, "version": 1}
+            model[side] = net = dict(net)
+            if isinstance(net.get("weight_norms"), list):
+                net["weight_norms"] = [_as_before(ref, "spectral", scale="unit") for ref in net["weight_norms"]]
+            if "attention" in net:
+                net["attention"] = _as_before(net["attention"], "self_attention", pool=1)
+        if "connection" in model:
+            model["connection"] = _as_before(model["connection"], "multi_scale", fakes="heads")
+    if "data" in out:
+        out["data"] = _as_before(out["data"], "phantom", version=1)
     return out
 
 

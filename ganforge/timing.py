@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import torch
+
 
 def round_orders(names: list[str], rounds: int) -> list[list[str]]:
     """The order of each round: ``names``, then reversed, alternating."""
@@ -52,6 +54,13 @@ def interleaved(runs: Mapping[str, Callable[[], float]], rounds: int) -> dict[st
         for name in order:
             samples[name].append(runs[name]())
     return {name: Timing(tuple(times)) for name, times in samples.items()}
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """What waits for ``device``'s queued work before a clock is read (nothing on a CPU)."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
 
 
 def stopwatch(work: Callable[[], object], sync: Callable[[], object] = lambda: None) -> float:

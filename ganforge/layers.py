@@ -12,11 +12,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
+import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .kinds import WeightNorm
 
 ConvLayer = TypeVar("ConvLayer", nn.Conv2d, nn.ConvTranspose2d)
+
+
+class AutocastWeight(nn.Module):
+    """The last parametrization of a normalized weight: under autocast, cast to autocast's dtype.
+
+    Autocast caches its casts of leaf tensors only, so a parametrized weight (equalized lr, spectral
+    norm) was cast again on every call, even within ``parametrize.cached()``, where the trainer
+    computes each weight once per update. With the cast inside the parametrization the cache holds the
+    cast weight: one cast per update, as autocast does for a plain weight (and, as there, the gradients
+    of a weight's calls are summed in autocast's dtype before the cast back). Outside autocast it is the
+    identity, so fp32 is unchanged.
+    """
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        device = weight.device.type
+        if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+            return weight.to(torch.get_autocast_dtype(device))
+        return weight
 
 
 @dataclass
@@ -49,4 +69,8 @@ class Layers:
     def _normalized(self, layer: ConvLayer, fan_in: int) -> ConvLayer:
         for norm in self.weight_norms:
             norm.apply(layer, fan_in)
+        if parametrize.is_parametrized(layer, "weight"):
+            # unsafe: it changes the dtype (under autocast), and registering it must not run the chain
+            # (spectral norm's power iteration would advance once more than before).
+            parametrize.register_parametrization(layer, "weight", AutocastWeight(), unsafe=True)
         return layer

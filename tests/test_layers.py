@@ -1,6 +1,7 @@
 """Attention, normalizations, minibatch std-dev and losses against independent computations."""
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -153,6 +154,30 @@ def test_equalized_lr_scales_unit_weights_at_run_time():
 def test_equalized_lr_fan_in_of_transposed_stem_is_input_channels():
     conv = Layers(weight_norms=[EqualizedLR(gain=2.0)]).conv_transpose(32, 8, 4)
     torch.testing.assert_close(conv.weight, conv.parametrizations.weight.original * 2.0 / math.sqrt(32))
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_normalized_weight_is_cast_once_per_cached_update_and_computes_what_autocast_would(transposed):
+    from torch.nn import functional as F
+    from torch.nn.utils import parametrize
+
+    torch.manual_seed(0)
+    layers = Layers(weight_norms=[EqualizedLR(gain=2**0.5), SpectralNorm(power_iterations=1, eps=1e-12, scale="init")])
+    conv = layers.conv_transpose(6, 4, 3) if transposed else layers.conv(6, 4, 3, padding=1)
+    conv.eval()  # no power iteration: the effective weight is fixed
+    run = F.conv_transpose2d if transposed else partial(F.conv2d, padding=1)
+    x = torch.randn(2, 6, 5, 5)
+    chain = conv.parametrizations.weight
+    effective = chain[1](chain[0](chain.original)).detach()  # eq-lr's scale, then spectral norm, in fp32
+    assert conv.weight.dtype == torch.float32 and torch.equal(conv.weight, effective)  # fp32: unchanged
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = run(x, effective, conv.bias)  # autocast casts the fp32 weight itself
+        assert torch.equal(conv(x), expected)
+        with parametrize.cached():
+            weight = conv.weight
+            assert weight.dtype == torch.bfloat16 and torch.equal(weight, effective.to(torch.bfloat16))
+            assert conv.weight is weight  # one cast for every call of the update
+            assert torch.equal(conv(x), expected)
 
 
 def test_pixel_norm_gives_unit_rms_per_pixel():

@@ -157,6 +157,47 @@ def run_metrics(refs: list[Any], registry: Registry, ctx: EvalContext) -> list[M
     return results
 
 
+class _Asked(Exception):
+    """The probe's signal: the metric has asked for features, and their extractor exists."""
+
+
+class _Unavailable(Exception):
+    """The probe's wrapper of an extractor that cannot be created (the cause is the error to report)."""
+
+
+@dataclass
+class _ExtractorProbe(EvalContext):
+    """A context that creates the extractor a metric asks for, then stops the metric."""
+
+    def features(self, side: str, extractor: str, layer: str) -> torch.Tensor:
+        if (extractor, layer) not in self._extractors:
+            weights = self.inception_weights if extractor == "inception-v3-compat" else None
+            try:
+                self._extractors[extractor, layer] = inception.create_extractor(extractor, layer, weights, self.device)
+            except GanforgeError as exc:
+                raise _Unavailable from exc
+        raise _Asked
+
+
+def check_extractors(refs: list[Any], registry: Registry, images: torch.Tensor, weights: Path | None) -> None:
+    """Create every feature extractor the metrics ask for, now: Inception weights that an offline machine
+    lacks fail before training, not at the first evaluation a thousand steps later.
+
+    Each metric runs on a probe context of two of ``images`` until it asks for features. What else it
+    does with two images is not checked here (it may fail on so few: the real evaluation says so).
+    """
+    probe = _ExtractorProbe(images[:2], images[:2], inception_weights=weights, holdout=images[:2], registry=registry)
+    for ref in refs:
+        metric = registry.build("metric", ref.name, ref.params)
+        try:
+            metric(probe)
+        except _Unavailable as exc:
+            assert exc.__cause__ is not None
+            raise exc.__cause__ from None
+        except Exception:  # _Asked, or what two images cannot give
+            continue
+
+
 def _short(value: Any) -> str:
     """A parameter value for a label: a component by its name."""
     if isinstance(value, Mapping):

@@ -14,11 +14,11 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-from . import holdout
+from . import holdout, inception
 from .checkpoint import atomic_write
 from .config import dump_toml
 from .errors import Interrupted
-from .evaluation import subset
+from .evaluation import check_extractors, subset
 from .interrupts import GracefulStop
 from .rundir import CONFIG_FILE, HOLDOUT, SAMPLES
 
@@ -56,6 +56,11 @@ class Loop:
         if not t.data_loaded:  # decoding a folder or rendering phantoms can take minutes: say so first
             t.log.say(f"[bold]{name}[/]: loading the data ({self.config.data.name}) ...")
         t.log.say(f"[bold]{name}[/]: data = {t.data.description}")
+        if self.evaluate:  # missing Inception weights fail now, not at the first evaluation
+            ev = self.config.eval
+            check_extractors(
+                ev.metrics, t.registry, t.data.images, inception.resolve_weights(ev.inception_weights or None)
+            )
         if not t.dist.is_main:
             return
         atomic_write(t.out / CONFIG_FILE, dump_toml(self.config))  # after the data loaded: a bad start leaves no run

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
 from importlib import metadata
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 from click.testing import CliRunner
 from conftest import write_tiny
 from PIL import Image
+from pool_features import TEST_EXTRACTOR
 
 from ganforge.checkpoint import load_tensors, read_header, save_tensors
 from ganforge.cli import main
@@ -296,9 +298,8 @@ def test_graceful_stop_defers_the_first_signal_and_aborts_on_the_second():
 
 def test_final_checkpoint_is_written_before_the_final_evaluation(tiny, tmp_path, monkeypatch):
     config, registry = tiny
-    config.eval.metrics = load_config(write_tiny(tmp_path, extra='\n[eval]\nmetrics = ["fid"]\n'), load_registry)[
-        0
-    ].eval.metrics
+    metrics = f'\n[eval]\nmetrics = [{{ name = "fid", extractor = "{TEST_EXTRACTOR}", layer = "48" }}]\n'
+    config.eval.metrics = load_config(write_tiny(tmp_path, extra=metrics), load_registry)[0].eval.metrics
 
     def killed_evaluation(self):
         raise Interrupted(signal.SIGTERM)
@@ -310,6 +311,25 @@ def test_final_checkpoint_is_written_before_the_final_evaluation(tiny, tmp_path,
     assert caught.value.step == caught.value.checkpoint_step == 3
     assert RunDir(tmp_path / "run").checkpoint_steps()[0] == 3
     Trainer(config, registry, tmp_path / "noeval", device="cpu").fit(3, evaluate=False)  # --no-eval: never called
+
+
+def test_inception_weights_an_offline_machine_lacks_fail_before_the_first_step(tmp_path, monkeypatch):
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(tfi, "load_state_dict_from_url", refuse)
+    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))  # no weights from `ganforge inception-weights`
+    monkeypatch.delenv("GANFORGE_INCEPTION_WEIGHTS", raising=False)
+    metrics = '\n[eval]\nmetrics = ["ms_ssim", { name = "density_coverage", space = "pixels" }, "fid"]\n'
+    config, registry = load_config(write_tiny(tmp_path, extra=metrics), load_registry)
+    trainer = Trainer(config, registry, tmp_path / "run", device="cpu")
+    with pytest.raises(GanforgeError, match="^the standard FID Inception weights are not available"):
+        trainer.fit(3)
+    assert trainer.step == 0 and not (tmp_path / "run" / "config.toml").exists()  # nothing trained, no run
+    config.eval.metrics = config.eval.metrics[:2]  # the metrics that need no extractor pass the check
+    Trainer(config, registry, tmp_path / "run", device="cpu").fit(1)
 
 
 # --------------------------------------------------------------------------- divergence

@@ -22,6 +22,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import tomllib
 import torch
 
 from ganforge import api
@@ -103,6 +104,29 @@ def alarm_fired(collapse: list[dict], settings: CollapseConfig) -> bool:
     return False
 
 
+COLUMNS = ("nn_ratio", "coverage", "fid_1k", "fid_end")
+
+
+def run_figures(run: Path, steps: int, settings: CollapseConfig) -> dict:
+    """One finished run's alarm, last alarm figures, FID at 1,000 steps and at the end, and its precision."""
+    lines = records(run)
+    collapse = [r["collapse"] for r in lines if "collapse" in r and r["step"] <= steps]
+    evals = {r["step"]: r["eval"] for r in lines if "eval" in r}
+
+    def fid(step: int) -> float | None:
+        return evals[step]["metrics"]["fid"]["fid"] if step in evals else None
+
+    config = tomllib.loads((run / "config.toml").read_text())
+    return {
+        "alarm": alarm_fired(collapse, settings),
+        "nn_ratio": collapse[-1]["nn_ratio"] if collapse else None,
+        "coverage": collapse[-1]["coverage"] if collapse else None,
+        "fid_1k": fid(1000),
+        "fid_end": fid(steps),
+        "precision": config["train"]["precision"],
+    }
+
+
 def summary(values: list[float]) -> str:
     if not values:
         return "–"
@@ -155,25 +179,21 @@ def main() -> None:
         f"{'data':<8} {'recipe':<26} {'alarm':>6} {'nn ratio':>15} {'coverage':>15} {'cov/real':>15} "
         f"{'FID 1k':>17} {'FID end':>17}"
     )
+    per_run = []
     for data, recipe, runs in rows:
-        alarms, ratios, coverages, fid_1k, fid_end = 0, [], [], [], []
-        for run in runs:
-            lines = records(run)
-            collapse = [r["collapse"] for r in lines if "collapse" in r and r["step"] <= args.steps]
-            alarms += alarm_fired(collapse, settings)
-            if collapse:
-                ratios.append(collapse[-1]["nn_ratio"])
-                coverages.append(collapse[-1]["coverage"])
-            evals = {r["step"]: r["eval"] for r in lines if "eval" in r}
-            if 1000 in evals:
-                fid_1k.append(evals[1000]["metrics"]["fid"]["fid"])
-            if args.steps in evals:
-                fid_end.append(evals[args.steps]["metrics"]["fid"]["fid"])
+        figures = [run_figures(run, args.steps, settings) for run in runs]
+        per_run += [(data, recipe, run, f) for run, f in zip(runs, figures)]
+        alarms = sum(f["alarm"] for f in figures)
+        ratios, coverages, fid_1k, fid_end = ([f[k] for f in figures if f[k] is not None] for k in COLUMNS)
         relative = [c / ceilings[data] for c in coverages]
         print(
             f"{data:<8} {recipe:<26} {alarms:>3}/{len(runs):<2} {summary(ratios):>15} {summary(coverages):>15} "
             f"{summary(relative):>15} {summary(fid_1k):>17} {summary(fid_end):>17}"
         )
+    print(f"\nper run: data, recipe, seed, precision, alarm, {', '.join(COLUMNS)}")
+    for data, recipe, run, f in per_run:
+        cells = " ".join("–" if f[k] is None else f"{f[k]:.3f}" for k in COLUMNS)
+        print(f"{data:<8} {recipe:<26} {run.name:<6} {f['precision']:<6} alarm {f['alarm']:d}  {cells}")
 
 
 if __name__ == "__main__":

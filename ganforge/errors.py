@@ -79,8 +79,13 @@ class TrainingStopped(GanforgeError):
     exit_code = 1
 
 
-class Interrupted(Exception):
-    """SIGINT or SIGTERM stopped training at ``step``; ``checkpoint_step`` is the newest checkpoint on disk."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM stopped training at ``step``; ``checkpoint_step`` is the newest checkpoint on disk.
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is: raised from a signal handler it can land inside any
+    ``except Exception`` (an import's optional dependency, a plugin loader, an image decoder), which must
+    not swallow it; a signal while the command started was lost that way and the run went on.
+    """
 
     def __init__(self, signum: int, step: int = -1, checkpoint_step: int | None = None):
         super().__init__(f"interrupted at step {step}")

@@ -296,6 +296,19 @@ def test_graceful_stop_defers_the_first_signal_and_aborts_on_the_second():
             time.sleep(0.5)
 
 
+def test_a_signal_is_not_swallowed_by_code_that_catches_every_error():
+    """Handlers raise where the signal lands: inside a library's ``except Exception`` it must get through."""
+    swallowed = []
+    with GracefulStop() as stop, pytest.raises(Interrupted):
+        with stop.immediately():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.5)
+            except Exception as exc:  # what an optional import or an image decoder does
+                swallowed.append(exc)
+    assert swallowed == []
+
+
 def test_final_checkpoint_is_written_before_the_final_evaluation(tiny, tmp_path, monkeypatch):
     config, registry = tiny
     metrics = f'\n[eval]\nmetrics = [{{ name = "fid", extractor = "{TEST_EXTRACTOR}", layer = "48" }}]\n'

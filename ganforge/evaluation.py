@@ -162,7 +162,11 @@ class _Asked(Exception):
 
 
 class _Unavailable(Exception):
-    """The probe's wrapper of an extractor that cannot be created (the cause is the error to report)."""
+    """The probe's wrapper of the error that an extractor cannot be created, to report as it is."""
+
+    def __init__(self, error: GanforgeError):
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass
@@ -175,7 +179,7 @@ class _ExtractorProbe(EvalContext):
             try:
                 self._extractors[extractor, layer] = inception.create_extractor(extractor, layer, weights, self.device)
             except GanforgeError as exc:
-                raise _Unavailable from exc
+                raise _Unavailable(exc) from exc
         raise _Asked
 
 
@@ -183,8 +187,9 @@ def check_extractors(refs: list[Any], registry: Registry, images: torch.Tensor, 
     """Create every feature extractor the metrics ask for, now: Inception weights that an offline machine
     lacks fail before training, not at the first evaluation a thousand steps later.
 
-    Each metric runs on a probe context of two of ``images`` until it asks for features. What else it
-    does with two images is not checked here (it may fail on so few: the real evaluation says so).
+    Each metric runs on a probe context of two of ``images`` until it asks ``ctx.features`` for features.
+    What else it does with two images is not checked here (it may fail on so few: the real evaluation
+    says so), nor are networks a metric loads itself (``saad2022_fid``'s torchvision Inception).
     """
     probe = _ExtractorProbe(images[:2], images[:2], inception_weights=weights, holdout=images[:2], registry=registry)
     for ref in refs:
@@ -192,8 +197,7 @@ def check_extractors(refs: list[Any], registry: Registry, images: torch.Tensor, 
         try:
             metric(probe)
         except _Unavailable as exc:
-            assert exc.__cause__ is not None
-            raise exc.__cause__ from None
+            raise exc.error from None
         except Exception:  # _Asked, or what two images cannot give
             continue
 

@@ -81,6 +81,19 @@ def fp32_for_auto(request, monkeypatch):
         monkeypatch.setenv(CHOICE_ENV, "fp32")
 
 
+@pytest.fixture
+def inception_download_fails(monkeypatch):
+    """torch-fidelity's download of the FID Inception weights fails, as on a machine without a network."""
+    import urllib.error
+
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(tfi, "load_state_dict_from_url", refuse)
+
+
 @pytest.fixture(scope="session")
 def registry():
     return load_registry()

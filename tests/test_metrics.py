@@ -1,7 +1,6 @@
 """Metrics: FID/KID/PR through torch-fidelity with a small test extractor, MS-SSIM, caching, offline errors."""
 
 import json
-import urllib.error
 
 import numpy as np
 import pytest
@@ -158,13 +157,7 @@ def test_real_features_are_cached_and_invalidated(tmp_path):
     assert len(list((tmp_path / "cache" / "features").glob("*.safetensors"))) == 2
 
 
-def test_offline_download_failure_says_what_to_do(monkeypatch):
-    import torch_fidelity.feature_extractor_inceptionv3 as tfi
-
-    def refuse(*args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(tfi, "load_state_dict_from_url", refuse)
+def test_offline_download_failure_says_what_to_do(monkeypatch, inception_download_fails):
     real, fake = phantom_sets(4)
     with pytest.raises(GanforgeError) as err:
         FID()(EvalContext(real, fake))

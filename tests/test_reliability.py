@@ -10,7 +10,6 @@ import stat
 import subprocess
 import sys
 import time
-import urllib.error
 from importlib import metadata
 from pathlib import Path
 
@@ -326,13 +325,9 @@ def test_final_checkpoint_is_written_before_the_final_evaluation(tiny, tmp_path,
     Trainer(config, registry, tmp_path / "noeval", device="cpu").fit(3, evaluate=False)  # --no-eval: never called
 
 
-def test_inception_weights_an_offline_machine_lacks_fail_before_the_first_step(tmp_path, monkeypatch):
-    import torch_fidelity.feature_extractor_inceptionv3 as tfi
-
-    def refuse(*args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(tfi, "load_state_dict_from_url", refuse)
+def test_inception_weights_an_offline_machine_lacks_fail_before_the_first_step(
+    tmp_path, monkeypatch, inception_download_fails
+):
     monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path / "cache"))  # no weights from `ganforge inception-weights`
     monkeypatch.delenv("GANFORGE_INCEPTION_WEIGHTS", raising=False)
     metrics = '\n[eval]\nmetrics = ["ms_ssim", { name = "density_coverage", space = "pixels" }, "fid"]\n'

@@ -60,6 +60,7 @@ RECIPES = {  # each says its spectral-norm scale and generated pyramid: the demo
     "sn-init+pooled+r1+kv-pool2": [*SN_INIT, *POOLED, *R1, *KV_POOL],  # the demo with cheaper attention
     "msggan-sn-init": [*SN_INIT, *HEADS, *NO_ATTENTION],
     "msggan-sn-init+pooled": [*SN_INIT, *POOLED, *NO_ATTENTION],
+    "msggan-sn-init+pooled+r1": [*SN_INIT, *POOLED, *R1, *NO_ATTENTION],  # MSG-GAN with the demo's recipe
 }
 PNEUMONIA = ROOT / "examples" / "pneumonia.toml"  # the demo's model at 32²
 DATA = {

@@ -5,9 +5,11 @@ seed) against the real X-rays: FID, KID, MS-SSIM diversity and Inception-space d
 ``--n`` images per side, as mean ± sd over the seeds. The pairs compared differ only in attention
 (SAMGAN: self-attention at 8² and 16² in G and D; MSG-GAN: none).
 
-    .venv/bin/python benchmarks/recipes.py --data real --only sn-init+pooled,msggan-sn-init+pooled
-    .venv/bin/python benchmarks/samgan_vs_msggan.py [--n 1000] [--seeds 0,1,2]
-        [--pairs sn-init+pooled:msggan-sn-init+pooled,sn-init:msggan-sn-init]
+    .venv/bin/python benchmarks/recipes.py --data real --only sn-init+pooled+r1,msggan-sn-init+pooled+r1
+    .venv/bin/python benchmarks/samgan_vs_msggan.py [--n 500] [--seeds 0,1,2]
+        [--pairs sn-init+pooled+r1:msggan-sn-init+pooled+r1,sn-init+pooled:msggan-sn-init+pooled]
+
+The default pair is the demo's recipe (``pooled`` + R1) with and without attention.
 """
 
 from __future__ import annotations
@@ -53,9 +55,9 @@ def summary(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--pairs", default="sn-init+pooled:msggan-sn-init+pooled")
+    parser.add_argument("--pairs", default="sn-init+pooled+r1:msggan-sn-init+pooled+r1")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "recipes" / "real")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)

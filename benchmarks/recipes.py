@@ -39,7 +39,9 @@ SN_UNIT, SN_INIT = ([SN.format(net=n, scale=s) for n in ("generator", "discrimin
 HEADS, SKIP, POOLED = ([f"model.connection.fakes='{f}'"] for f in ("heads", "skip", "pooled"))  # what D gets from G
 TTUR = ["optim.lr=0.0001", "optim_d={ name = 'adam', lr = 0.0004, betas = [0.0, 0.99] }"]  # SAGAN's
 NO_ATTENTION = [f"model.{n}.attention_resolutions=[]" for n in ("generator", "discriminator")]  # MSG-GAN
-PLAIN = ["d_augment=[]", "regularize=[]"]  # no small-data tool but the recipe's own: the demo's may change
+# No small-data tool but the recipe's own, and the paper's attention (every key) unless the recipe
+# pools: the demo's own may change (it pools since 2026-12-03).
+PLAIN = ["d_augment=[]", "regularize=[]", *(f"model.{n}.attention.pool=1" for n in ("generator", "discriminator"))]
 DIFFAUGMENT = ["d_augment=['diffaugment']"]
 ADA = ["d_augment=[{ name = 'ada', speed_images = 20000, heuristic = 'relative' }]"]
 R1 = ["regularize=[{ name = 'r1', gamma = 1.0, every = 16 }]"]
@@ -57,7 +59,7 @@ RECIPES = {  # each says its spectral-norm scale and generated pyramid: the demo
     "sn-init+pooled+diffaugment": [*SN_INIT, *POOLED, *DIFFAUGMENT],
     "sn-init+pooled+ada": [*SN_INIT, *POOLED, *ADA],
     "sn-init+pooled+r1": [*SN_INIT, *POOLED, *R1],
-    "sn-init+pooled+r1+kv-pool2": [*SN_INIT, *POOLED, *R1, *KV_POOL],  # the demo with cheaper attention
+    "sn-init+pooled+r1+kv-pool2": [*SN_INIT, *POOLED, *R1, *KV_POOL],  # the demo now: cheaper attention
     "msggan-sn-init": [*SN_INIT, *HEADS, *NO_ATTENTION],
     "msggan-sn-init+pooled": [*SN_INIT, *POOLED, *NO_ATTENTION],
     "msggan-sn-init+pooled+r1": [*SN_INIT, *POOLED, *R1, *NO_ATTENTION],  # MSG-GAN with the demo's recipe

@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 NO_ATTENTION = ["model.generator.attention_resolutions=[]", "model.discriminator.attention_resolutions=[]"]
 KV_POOL = ["model.generator.attention.pool=2", "model.discriminator.attention.pool=2"]  # BigGAN's keys and values
+PAPER_ATTENTION = ["model.generator.attention.pool=1", "model.discriminator.attention.pool=1"]  # every key
 MODES = ("fp32", "fp32+channels_last", "bf16", "bf16+channels_last", "auto")
 
 
@@ -194,7 +195,7 @@ def main() -> int:
     else:
         demo = EXAMPLES / "demo.toml"
         configs = {
-            "samgan-demo": (demo, ["regularize=[]"]),
+            "samgan-demo": (demo, ["regularize=[]", *PAPER_ATTENTION]),  # the demo pools since 2026-12-03
             "demo-no-attention": (demo, ["regularize=[]", *NO_ATTENTION]),
             "samgan-demo-pool2": (demo, ["regularize=[]", *KV_POOL]),
         }
@@ -223,6 +224,8 @@ def main() -> int:
                     layout = "+channels_last" if trainer.precision.channels_last else ""
                     chosen[name] = trainer.precision.mode + layout
             if tree is not None and name != pooled:  # the baseline revision may not have the pooled variant
+                if "pool" not in (tree / "examples" / "demo.toml").read_text():  # a revision before `pool`
+                    extra = [o for o in extra if o not in PAPER_ATTENTION]  # attends to every key anyway
                 overrides = [*common, *extra, *mode_overrides("fp32")]
                 baseline = Baseline(tree, config, overrides, device, args.steps, Path(folder) / f"baseline-{name}")
                 baselines.append(baseline)

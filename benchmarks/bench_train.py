@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomllib
 import torch
 from step_worker import build_trainer, sync, timed_steps
 from torch.utils.flop_counter import FlopCounterMode
@@ -47,6 +48,13 @@ NO_ATTENTION = ["model.generator.attention_resolutions=[]", "model.discriminator
 KV_POOL = ["model.generator.attention.pool=2", "model.discriminator.attention.pool=2"]  # BigGAN's keys and values
 PAPER_ATTENTION = ["model.generator.attention.pool=1", "model.discriminator.attention.pool=1"]  # every key
 MODES = ("fp32", "fp32+channels_last", "bf16", "bf16+channels_last", "auto")
+
+
+def pools_attention(config: Path) -> bool:
+    """Whether a config file itself sets ``attention.pool`` other than 1 (a baseline revision's may not know it)."""
+    model = tomllib.loads(config.read_text()).get("model", {})
+    tables = [model.get(net, {}).get("attention") for net in ("generator", "discriminator")]
+    return any(isinstance(table, dict) and table.get("pool", 1) != 1 for table in tables)
 
 
 @dataclass(frozen=True)
@@ -224,8 +232,8 @@ def main() -> int:
                     layout = "+channels_last" if trainer.precision.channels_last else ""
                     chosen[name] = trainer.precision.mode + layout
             if tree is not None and name != pooled:  # the baseline revision may not have the pooled variant
-                if "pool" not in (tree / "examples" / "demo.toml").read_text():  # a revision before `pool`
-                    extra = [o for o in extra if o not in PAPER_ATTENTION]  # attends to every key anyway
+                if not pools_attention(tree / config.relative_to(ROOT)):  # it attends to every key anyway,
+                    extra = [o for o in extra if o not in PAPER_ATTENTION]  # and may predate `pool`
                 overrides = [*common, *extra, *mode_overrides("fp32")]
                 baseline = Baseline(tree, config, overrides, device, args.steps, Path(folder) / f"baseline-{name}")
                 baselines.append(baseline)

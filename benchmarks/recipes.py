@@ -39,13 +39,14 @@ SN_UNIT, SN_INIT = ([SN.format(net=n, scale=s) for n in ("generator", "discrimin
 HEADS, SKIP, POOLED = ([f"model.connection.fakes='{f}'"] for f in ("heads", "skip", "pooled"))  # what D gets from G
 TTUR = ["optim.lr=0.0001", "optim_d={ name = 'adam', lr = 0.0004, betas = [0.0, 0.99] }"]  # SAGAN's
 NO_ATTENTION = [f"model.{n}.attention_resolutions=[]" for n in ("generator", "discriminator")]  # MSG-GAN
-# No small-data tool but the recipe's own, and the paper's attention (every key) unless the recipe
-# pools: the demo's own may change (it pools since 2026-12-03).
-PLAIN = ["d_augment=[]", "regularize=[]", *(f"model.{n}.attention.pool=1" for n in ("generator", "discriminator"))]
+# The paper's attention (every key) and BigGAN's 2×2-pooled keys and values.
+PAPER_ATTENTION, KV_POOL = ([f"model.{n}.attention.pool={p}" for n in ("generator", "discriminator")] for p in (1, 2))
+# No small-data tool but the recipe's own, and the paper's attention unless the recipe pools: the
+# demo's own may change (it pools since 2026-12-03).
+PLAIN = ["d_augment=[]", "regularize=[]", *PAPER_ATTENTION]
 DIFFAUGMENT = ["d_augment=['diffaugment']"]
 ADA = ["d_augment=[{ name = 'ada', speed_images = 20000, heuristic = 'relative' }]"]
 R1 = ["regularize=[{ name = 'r1', gamma = 1.0, every = 16 }]"]
-KV_POOL = [f"model.{n}.attention.pool=2" for n in ("generator", "discriminator")]  # BigGAN's pooled keys/values
 RECIPES = {  # each says its spectral-norm scale and generated pyramid: the demo's own may change
     "demo": [*SN_UNIT, *HEADS],  # the demo as it was before spectral norm's init scale
     "sn-init": [*SN_INIT, *HEADS],

@@ -39,6 +39,7 @@ from .kinds import Growth, ImageDataset
 from .memory import budget
 from .plugins import plugin_versions
 from .precision import Precision
+from .progress import progress
 from .registry import Registry
 from .rundir import GENERATOR_BEST, SAMPLES, RunDir
 from .sampling import generate, latents
@@ -351,7 +352,8 @@ class Trainer:
         real = subset(self.data.images, ev.n, ev.seed)
         z = latents(len(real), model.latent_dim, ev.seed)[self.dist.span(len(real))]
         batch = self.evaluation_batch
-        mine = list(generate(self.G_ema, z, batch, self.device))
+        batches = generate(self.G_ema, z, batch, self.device)
+        mine = list(progress(batches, "generating", total=math.ceil(len(z) / batch), show=self.dist.is_main))
         fake = self.dist.gather(torch.cat(mine).cpu() if mine else torch.empty(0, 0, dtype=torch.uint8))
         weights = inception.resolve_weights(ev.inception_weights or None)
         held = self.split.holdout.images if self.split is not None else None
